@@ -1,0 +1,249 @@
+/* sock.c: TCP / unix-socket streams with an optional TLS layer (see sock.h).
+ *
+ * Plaintext path: reads go straight from libuv to read_cb, writes straight to uv_write.
+ * TLS path: everything goes through tls.c (sg__tls_*), which turns ciphertext from libuv into
+ * plaintext for read_cb and plaintext writes into one uv_write of records. */
+#include "sandgate/sock.h"
+#include "sandgate/common.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define SG_SOCK_READ_BUF (64 * 1024)
+
+static void sock_init(uv_loop_t *loop, sg_sock_t *s)
+{
+    void *data = s->data;
+    memset(s, 0, sizeof(*s));
+    s->data = data;
+    s->loop = loop;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sg_sock_t *s = (sg_sock_t *)h;
+    (void)suggested;
+    if (!s->read_buf) {
+        s->read_buf_size = SG_SOCK_READ_BUF;
+        s->read_buf = sg_xmalloc(s->read_buf_size);
+    }
+    *buf = uv_buf_init(s->read_buf, (unsigned)s->read_buf_size);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    sg_sock_t *s = (sg_sock_t *)st;
+    if (nread == 0) return;
+    if (nread < 0) {
+        s->eof = 1;
+        uv_read_stop(st);
+        s->reading = 0;
+        if (s->read_cb) s->read_cb(s, nread, NULL);
+        return;
+    }
+    s->read_cb(s, nread, buf->base);
+}
+
+int sg_sock_accept(uv_stream_t *listener, sg_sock_t *s, sg_tls_ctx_t *tls)
+{
+    int r;
+    sock_init(listener->loop, s);
+    if (listener->type == UV_NAMED_PIPE) {
+        s->kind = SG_SOCK_PIPE;
+        r = uv_pipe_init(listener->loop, &s->h.pipe, 0);
+    } else {
+        s->kind = SG_SOCK_TCP;
+        r = uv_tcp_init(listener->loop, &s->h.tcp);
+    }
+    if (r < 0) return r;
+    s->h.handle.data = s;
+    r = uv_accept(listener, &s->h.stream);
+    if (r < 0) return r; /* caller closes */
+    s->connected = 1;
+    if (tls) return SG_ETLS; /* TLS lands in tls.c */
+    return 0;
+}
+
+static void finish_connect(sg_sock_t *s, int status)
+{
+    sg_sock_connect_cb cb = s->connect_cb;
+    s->connect_cb = NULL;
+    if (status == 0) s->connected = 1;
+    if (cb) cb(s, status);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    sg_sock_t *s = req->data;
+    if (status == UV_ECANCELED || s->closing) {
+        finish_connect(s, status == 0 ? SG_ECLOSED : status);
+        return;
+    }
+    finish_connect(s, status);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    sg_sock_t *s = req->data;
+    s->resolving = 0;
+    if (status < 0 || s->closing) {
+        if (res) uv_freeaddrinfo(res);
+        finish_connect(s, s->closing ? SG_ECLOSED : status);
+        return;
+    }
+    struct sockaddr_storage ss;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    uv_freeaddrinfo(res);
+    if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = htons(s->port);
+    else ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->port);
+    s->creq.data = s;
+    int r = uv_tcp_connect(&s->creq, &s->h.tcp, (struct sockaddr *)&ss, on_connect);
+    if (r < 0) finish_connect(s, r);
+}
+
+int sg_sock_connect(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t port,
+                    sg_tls_ctx_t *tls, const char *sni, sg_sock_connect_cb cb)
+{
+    int r;
+    (void)sni;
+    sock_init(loop, s);
+    s->connect_cb = cb;
+    if (strncmp(host, "unix:", 5) == 0) {
+        s->kind = SG_SOCK_PIPE;
+        r = uv_pipe_init(loop, &s->h.pipe, 0);
+        if (r < 0) return r;
+        s->h.handle.data = s;
+        s->host = sg_xstrdup(host + 5);
+        s->creq.data = s;
+        uv_pipe_connect(&s->creq, &s->h.pipe, s->host, on_connect);
+    } else {
+        s->kind = SG_SOCK_TCP;
+        r = uv_tcp_init(loop, &s->h.tcp);
+        if (r < 0) return r;
+        s->h.handle.data = s;
+        s->host = sg_xstrdup(host);
+        s->port = port;
+        /* Numeric addresses skip the resolver thread pool. */
+        struct sockaddr_in6 a6;
+        struct sockaddr_in a4;
+        s->creq.data = s;
+        if (uv_ip4_addr(host, port, &a4) == 0) {
+            r = uv_tcp_connect(&s->creq, &s->h.tcp, (struct sockaddr *)&a4, on_connect);
+        } else if (uv_ip6_addr(host, port, &a6) == 0) {
+            r = uv_tcp_connect(&s->creq, &s->h.tcp, (struct sockaddr *)&a6, on_connect);
+        } else {
+            struct addrinfo hints;
+            memset(&hints, 0, sizeof(hints));
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+            s->gai.data = s;
+            s->resolving = 1;
+            r = uv_getaddrinfo(loop, &s->gai, on_resolved, host, NULL, &hints);
+            if (r < 0) s->resolving = 0;
+        }
+        if (r < 0) return r;
+    }
+    if (tls) return SG_ETLS; /* TLS lands in tls.c */
+    return 0;
+}
+
+int sg_sock_read_start(sg_sock_t *s, sg_sock_read_cb cb)
+{
+    s->read_cb = cb;
+    if (s->closing) return SG_ECLOSED;
+    if (s->eof) return UV_EOF;
+    if (s->reading) return 0;
+    int r = uv_read_start(&s->h.stream, on_alloc, on_read);
+    if (r == 0) s->reading = 1;
+    return r;
+}
+
+int sg_sock_read_stop(sg_sock_t *s)
+{
+    if (!s->reading) return 0;
+    s->reading = 0;
+    return uv_read_stop(&s->h.stream);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    sg_sock_t *s = req->data;
+    sg_sock_write_cb cb = s->write_cb;
+    s->writing = 0;
+    s->write_cb = NULL;
+    if (cb) cb(s, status);
+}
+
+int sg_sock_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs, sg_sock_write_cb cb)
+{
+    if (s->closing) return SG_ECLOSED;
+    if (s->writing) return UV_EBUSY;
+    s->wreq.data = s;
+    s->write_cb = cb;
+    int r = uv_write(&s->wreq, &s->h.stream, bufs, nbufs, on_write);
+    if (r < 0) {
+        s->write_cb = NULL;
+        return r;
+    }
+    s->writing = 1;
+    return 0;
+}
+
+int sg_sock_set_sndbuf(sg_sock_t *s, int bytes)
+{
+    if (s->kind != SG_SOCK_TCP) return 0;
+    int v = bytes;
+    return uv_send_buffer_size(&s->h.handle, &v);
+}
+
+int sg_sock_nodelay(sg_sock_t *s, int on)
+{
+    if (s->kind != SG_SOCK_TCP) return 0;
+    return uv_tcp_nodelay(&s->h.tcp, on);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    sg_sock_t *s = (sg_sock_t *)h;
+    free(s->read_buf);
+    s->read_buf = NULL;
+    free(s->host);
+    s->host = NULL;
+    if (s->close_cb) s->close_cb(s);
+}
+
+void sg_sock_close(sg_sock_t *s, sg_sock_close_cb cb)
+{
+    if (s->closing) return;
+    s->closing = 1;
+    s->close_cb = cb;
+    s->reading = 0;
+    if (s->resolving) uv_cancel((uv_req_t *)&s->gai);
+    uv_close(&s->h.handle, on_close);
+}
+
+const char *sg_sock_peer(const sg_sock_t *s, char *buf, size_t len)
+{
+    if (s->kind != SG_SOCK_TCP) {
+        snprintf(buf, len, "unix");
+        return buf;
+    }
+    struct sockaddr_storage ss;
+    int n = sizeof(ss);
+    char ip[64] = "?";
+    if (uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &n) == 0) {
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof(ip));
+            snprintf(buf, len, "%s:%u", ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof(ip));
+            snprintf(buf, len, "[%s]:%u", ip, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        }
+        return buf;
+    }
+    snprintf(buf, len, "?");
+    return buf;
+}
