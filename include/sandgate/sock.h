@@ -6,7 +6,9 @@
  *     the caller gathers whatever is pending into the next write (see sg_bufq_t);
  *   - the buffers passed to sg_sock_write() must stay valid until its callback;
  *   - the write callback always runs, with UV_ECANCELED / SG_ECLOSED if the socket closes first;
- *   - a sg_sock_t is embedded in its owner; the owner is freed only from the close callback.
+ *   - a sg_sock_t is embedded in its owner; the owner is freed only from the close callback;
+ *   - like every libuv server, a process using sg_sock must ignore SIGPIPE (writes to a peer
+ *     that went away then fail with UV_EPIPE instead of killing the process).
  *
  * TLS: with a server context, sg_sock_accept() starts a server-side handshake; with a client
  * context, sg_sock_connect() finishes the handshake (including certificate and hostname checks)

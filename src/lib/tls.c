@@ -165,6 +165,13 @@ int sg_tls_ctx_new_server(sg_tls_ctx_t **out, const char *cert_file, const char 
         r = SG_EINVAL;
         goto fail;
     }
+    /* conf_own_cert does not notice a key that belongs to another certificate. */
+    r = mbedtls_pk_check_pair(&c->chain.pk, &c->key);
+    if (r != 0) {
+        fmt_mbed(err, errlen, "private key does not match certificate", cert_file, r);
+        r = SG_EINVAL;
+        goto fail;
+    }
     r = mbedtls_ssl_conf_own_cert(&c->conf, &c->chain, &c->key);
     if (r != 0) {
         fmt_mbed(err, errlen, "certificate and key", cert_file, r);
@@ -627,7 +634,8 @@ int sg__tls_close(sg_sock_t *s)
     if (!t->out_inflight) {
         /* Best effort, never waited for: close_notify (or a queued alert), whatever the
          * kernel takes now. Behind a write in flight it could not go out in order. */
-        if (t->hs_done && !t->err && !t->transport_err) mbedtls_ssl_close_notify(&t->ssl);
+        if (t->hs_done && !t->err && !t->transport_err && !t->read_done)
+            mbedtls_ssl_close_notify(&t->ssl);
         uv_buf_t iov[SG_TLS_IOV_MAX];
         size_t total;
         unsigned n = sg_bufq_iov(&t->out, iov, SG_TLS_IOV_MAX, 0, &total);

@@ -75,6 +75,7 @@ struct harness {
     int srv_read_err;   /* first nread < 0 seen by a server connection (0 = none yet) */
     uint64_t srv_bytes; /* plaintext the server read */
     int srv_write_err;  /* first failed server write status */
+    int srv_read_stops; /* times the echo server applied backpressure */
     int srv_unfinished_writes; /* writes whose callback had not run by the close callback */
     int listener_closing;
 
@@ -175,7 +176,10 @@ static inline void h_conn_read_cb(sg_sock_t *s, ssize_t nread, const char *data)
     }
     h->srv_bytes += (uint64_t)nread;
     sg_bufq_push_copy(&c->q, data, (size_t)nread);
-    if (c->q.bytes > (1u << 20)) sg_sock_read_stop(s); /* backpressure: one echo buffer */
+    if (c->q.bytes > (1u << 20) && s->reading) { /* backpressure: one echo buffer */
+        sg_sock_read_stop(s);
+        h->srv_read_stops++;
+    }
     h_conn_kick(c);
 }
 

@@ -6,6 +6,7 @@
  * socket after the close callback freed it — ASan watches). Harness: test/helpers/tls_harness.h. */
 #include "../helpers/tls_harness.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 #define PAYLOAD (3u << 20)
@@ -160,6 +161,8 @@ static void test_echo_resolved_name(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as every program using sg_sock does (sock.h) */
+    if (getenv("SG_TEST_FILTER")) cmocka_set_test_filter(getenv("SG_TEST_FILTER"));
     /* One pool thread so test_close_resolving_queued can hold it. Set before first use. */
     setenv("UV_THREADPOOL_SIZE", "1", 1);
     const struct CMUnitTest tests[] = {
