@@ -37,6 +37,8 @@ typedef enum {
     SRV_CLOSE_AT_ACCEPT, /* accept and close at once (mid-handshake with TLS) */
     SRV_RAW_SILENT,      /* raw uv stream: reads, never answers; first bytes close the client */
     SRV_GREET_CLOSE,     /* write a greeting after accept, then close at once */
+    SRV_ECHO_STOPSTART,  /* stop reading after every read and restart from a 0 ms timer;
+                            echo only once the whole payload arrived */
 } h_srv_mode_t;
 
 typedef struct harness harness_t;
@@ -76,6 +78,8 @@ struct harness {
     uint64_t srv_bytes; /* plaintext the server read */
     int srv_write_err;  /* first failed server write status */
     int srv_read_stops; /* times the echo server applied backpressure */
+    uv_timer_t restart; /* SRV_ECHO_STOPSTART */
+    h_conn_t *restart_conn;
     int srv_unfinished_writes; /* writes whose callback had not run by the close callback */
     int listener_closing;
 
@@ -119,6 +123,10 @@ static inline void h_conn_close_cb(sg_sock_t *s)
     h->srv_unfinished_writes += c->wcalls - c->wcbs;
     sg_bufq_free(&c->q);
     free(c);
+    if (h->restart_conn == c) {
+        h->restart_conn = NULL;
+        uv_timer_stop(&h->restart);
+    }
     h->srv_open--;
     h_maybe_finish(h);
 }
@@ -136,13 +144,16 @@ static inline void h_conn_write_cb(sg_sock_t *s, int status)
         sg_sock_close(s, h_conn_close_cb);
         return;
     }
-    if (!c->eof && c->q.bytes < (256u << 10)) sg_sock_read_start(s, s->read_cb);
+    if (!c->eof && c->q.bytes < (256u << 10) && c->h->mode != SRV_ECHO_STOPSTART)
+        sg_sock_read_start(s, s->read_cb);
     h_conn_kick(c);
 }
 
 static inline void h_conn_kick(h_conn_t *c)
 {
     if (sg_sock_is_closing(&c->s) || sg_sock_writing(&c->s)) return;
+    /* STOPSTART echoes only once everything arrived: no write completion may drive reads. */
+    if (c->h->mode == SRV_ECHO_STOPSTART && !c->eof && c->h->srv_bytes < c->h->payload_len) return;
     if (c->q.bytes == 0) {
         if (c->eof) sg_sock_close(&c->s, h_conn_close_cb);
         return;
@@ -157,6 +168,15 @@ static inline void h_conn_kick(h_conn_t *c)
         return;
     }
     c->wcalls++;
+}
+
+static inline void h_conn_read_cb(sg_sock_t *s, ssize_t nread, const char *data);
+
+static inline void h_restart_cb(uv_timer_t *t)
+{
+    harness_t *h = t->data;
+    h_conn_t *c = h->restart_conn;
+    if (c && !sg_sock_is_closing(&c->s) && !c->eof) sg_sock_read_start(&c->s, h_conn_read_cb);
 }
 
 static inline void h_conn_read_cb(sg_sock_t *s, ssize_t nread, const char *data)
@@ -176,6 +196,12 @@ static inline void h_conn_read_cb(sg_sock_t *s, ssize_t nread, const char *data)
     }
     h->srv_bytes += (uint64_t)nread;
     sg_bufq_push_copy(&c->q, data, (size_t)nread);
+    if (h->mode == SRV_ECHO_STOPSTART) {
+        sg_sock_read_stop(s);
+        h->srv_read_stops++;
+        h->restart_conn = c;
+        uv_timer_start(&h->restart, h_restart_cb, 0, 0);
+    }
     if (c->q.bytes > (1u << 20) && s->reading) { /* backpressure: one echo buffer */
         sg_sock_read_stop(s);
         h->srv_read_stops++;
@@ -337,6 +363,7 @@ static inline void h_maybe_finish(harness_t *h)
     if (h->listener_closing || !h->cli_closed || h->srv_open > 0) return;
     h->listener_closing = 1;
     uv_close(&h->lst.handle, NULL);
+    uv_close((uv_handle_t *)&h->restart, NULL);
 }
 
 static inline void h_guard_cb(uv_timer_t *t)
@@ -374,6 +401,8 @@ static inline void h_init(harness_t *h, const char *pipe_path)
     h->guard.data = h;
     uv_timer_start(&h->guard, h_guard_cb, H_GUARD_MS, 0);
     uv_unref((uv_handle_t *)&h->guard);
+    assert_int_equal(uv_timer_init(&h->loop, &h->restart), 0);
+    h->restart.data = h;
 }
 
 static inline void h_connect(harness_t *h)
