@@ -84,7 +84,8 @@ int sg_sock_accept(uv_stream_t *listener, sg_sock_t *s, sg_tls_ctx_t *tls);
  * the handshake verifies the peer against sni (NULL = host). cb runs exactly once, with 0 when
  * the stream is ready for plaintext I/O; TLS failures report SG_ECERT (CA or hostname did not
  * verify) or SG_ETLS. Over a unix socket with TLS and sni NULL, only the CA chain is checked
- * (there is no host name). On failure the caller still has to sg_sock_close(). */
+ * (there is no host name). When this returns an error, cb never runs and the caller still
+ * has to sg_sock_close(). */
 int sg_sock_connect(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t port,
                     sg_tls_ctx_t *tls, const char *sni, sg_sock_connect_cb cb);
 

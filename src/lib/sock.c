@@ -149,12 +149,10 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     if (r < 0) sg__sock_connect_done(s, r);
 }
 
-int sg_sock_connect(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t port,
-                    sg_tls_ctx_t *tls, const char *sni, sg_sock_connect_cb cb)
+static int connect_start(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t port,
+                         sg_tls_ctx_t *tls, const char *sni)
 {
     int r;
-    sock_init(loop, s);
-    s->connect_cb = cb;
     if (strncmp(host, "unix:", 5) == 0) {
         s->kind = SG_SOCK_PIPE;
         r = uv_pipe_init(loop, &s->h.pipe, 0);
@@ -193,6 +191,16 @@ int sg_sock_connect(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t po
         if (r < 0) return r;
     }
     return 0;
+}
+
+int sg_sock_connect(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t port,
+                    sg_tls_ctx_t *tls, const char *sni, sg_sock_connect_cb cb)
+{
+    sock_init(loop, s);
+    s->connect_cb = cb;
+    int r = connect_start(loop, s, host, port, tls, sni);
+    if (r < 0) s->connect_cb = NULL; /* reported here; the callback never runs */
+    return r;
 }
 
 int sg_sock_read_start(sg_sock_t *s, sg_sock_read_cb cb)
