@@ -17,10 +17,13 @@
  *     the outbox holds less than SG_TLS_OUT_CAP, and its callback runs once every byte
  *     of its records has been written (out_done >= wmark). Writes issued before the
  *     handshake completes wait for it.
- *   - the pump (tls_pump) is the only place that calls user callbacks, and it runs only from
- *     libuv callbacks (transport read, ciphertext write done, the idle handle), never from
- *     inside a user's call into sg_sock_*: handshake step, pending writes, decrypt-and-deliver
- *     until WANT_READ (so nothing decrypted is stranded), then errors, then the flush.
+ *   - user callbacks run only from libuv callbacks (transport read, ciphertext write done,
+ *     the idle handle, the close sequence), never from inside a user's call into sg_sock_*;
+ *     errors found inside such a call are recorded (tls_fail) and delivered from the idle
+ *     handle. The pump (tls_pump) does, in order: handshake step, encrypt the pending write,
+ *     complete it, decrypt-and-deliver until WANT_READ (so nothing decrypted is stranded),
+ *     deliver a recorded error (connect, write, then read callback), flush, and decide
+ *     whether the transport should keep reading.
  *   - the idle handle defers work that needs no new socket event: data already decrypted or
  *     buffered when the user calls sg_sock_read_start() again, an error to report to a reader
  *     that was not reading, a write that completed without bytes. It is closed with the

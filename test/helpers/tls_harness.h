@@ -37,6 +37,7 @@ typedef enum {
     SRV_CLOSE_AT_ACCEPT, /* accept and close at once (mid-handshake with TLS) */
     SRV_RAW_SILENT,      /* raw uv stream: reads, never answers; first bytes close the client */
     SRV_GREET_CLOSE,     /* write a greeting after accept, then close at once */
+    SRV_GREET_EOF,       /* write a greeting, close once it is written */
     SRV_ECHO_STOPSTART,  /* stop reading after every read and restart from a 0 ms timer;
                             echo only once the whole payload arrived */
 } h_srv_mode_t;
@@ -103,6 +104,7 @@ struct harness {
     size_t expect_len;
     unsigned char *rbuf;
     size_t rlen, rcap;
+    unsigned char rhead[256]; /* first bytes read, still there after h_run() */
     int match; /* rbuf == expect once expect_len bytes arrived */
     char tls_err[256];
 
@@ -140,7 +142,7 @@ static inline void h_conn_write_cb(sg_sock_t *s, int status)
     if (status < 0 && !c->h->srv_write_err) c->h->srv_write_err = status;
     sg_bufq_consume(&c->q, c->inflight);
     c->inflight = 0;
-    if (status < 0 || c->broken) {
+    if (status < 0 || c->broken || c->h->mode == SRV_GREET_EOF) {
         sg_sock_close(s, h_conn_close_cb);
         return;
     }
@@ -269,7 +271,7 @@ static inline void h_on_connection(uv_stream_t *lst, int status)
         return;
     }
     assert_int_equal(sg_sock_read_start(&c->s, h_conn_read_cb), 0);
-    if (h->mode == SRV_GREET || h->mode == SRV_GREET_CLOSE) {
+    if (h->mode == SRV_GREET || h->mode == SRV_GREET_CLOSE || h->mode == SRV_GREET_EOF) {
         /* Queued until the handshake completes (TLS) or written at once (plaintext). */
         sg_bufq_push_copy(&c->q, h_greeting, sizeof(h_greeting) - 1);
         h_conn_kick(c);
@@ -334,6 +336,8 @@ static inline void h_cli_read_cb(sg_sock_t *s, ssize_t nread, const char *data)
         h->rbuf = realloc(h->rbuf, h->rcap);
     }
     memcpy(h->rbuf + h->rlen, data, (size_t)nread);
+    if (h->rlen < sizeof(h->rhead))
+        memcpy(h->rhead + h->rlen, data, SG_MIN((size_t)nread, sizeof(h->rhead) - h->rlen));
     h->rlen += (size_t)nread;
     if (h->expect_len && h->rlen >= h->expect_len) {
         h->match = h->rlen == h->expect_len && memcmp(h->rbuf, h->expect, h->expect_len) == 0;

@@ -149,6 +149,23 @@ static void test_write_before_handshake(void **state)
     assert_int_equal(h.srv_write_err, 0);
 }
 
+/* The server writes, waits for the write callback, closes: the client reads everything and
+ * then a clean UV_EOF (close_notify), not an error. */
+static void test_server_close_is_eof(void **state)
+{
+    (void)state;
+    harness_t h;
+    tls_init(&h, NULL, cctx);
+    h.mode = SRV_GREET_EOF;
+    h.sni = "localhost";
+    h_connect(&h);
+    h_run(&h);
+    assert_int_equal(h.connect_status, 0);
+    assert_int_equal(h.cli_read_err, UV_EOF);
+    assert_int_equal(h.rlen, sizeof(h_greeting) - 1);
+    assert_memory_equal(h.rhead, h_greeting, sizeof(h_greeting) - 1);
+}
+
 static void run_reject(sg_tls_ctx_t *client, const char *sni, int want)
 {
     harness_t h;
@@ -350,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_backpressure_resumes),
         cmocka_unit_test(test_read_restart_delivers_buffered),
         cmocka_unit_test(test_write_before_handshake),
+        cmocka_unit_test(test_server_close_is_eof),
         cmocka_unit_test(test_reject_wrong_ca),
         cmocka_unit_test(test_reject_wrong_hostname),
         cmocka_unit_test(test_reject_wrong_ip),
