@@ -2,9 +2,9 @@
  *
  * Map:
  *   - plaintext path: reads go straight from libuv (one reused 64 KiB buffer) to read_cb,
- *     writes straight to one uv_write of the caller's buffers (zero copy). Every public
- *     function starts with `if (s->tls)` and hands TLS sockets to tls.c, so this path does
- *     not change when TLS is in use elsewhere.
+ *     writes straight to one uv_write of the caller's buffers (zero copy). Each I/O entry
+ *     point tests s->tls once and hands TLS sockets to tls.c; that test is all the
+ *     plaintext path pays for TLS.
  *   - TLS path: tls.c (sg__tls_*, see tls_internal.h) turns ciphertext from libuv into
  *     plaintext for read_cb and plaintext writes into one uv_write of records at a time.
  *   - connect: numeric hosts connect directly, names go through uv_getaddrinfo, "unix:" paths
@@ -54,8 +54,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     sg_sock_t *s = (sg_sock_t *)st;
-    (void)buf;
-    if (s->tls) {
+    if (s->tls) { /* the bytes landed in the TLS inbox (sg__tls_alloc) */
         sg__tls_on_read(s, nread);
         return;
     }
