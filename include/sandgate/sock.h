@@ -6,12 +6,21 @@
  *     the caller gathers whatever is pending into the next write (see sg_bufq_t);
  *   - the buffers passed to sg_sock_write() must stay valid until its callback;
  *   - the write callback always runs, with UV_ECANCELED / SG_ECLOSED if the socket closes first;
- *   - a sg_sock_t is embedded in its owner; the owner is freed only from the close callback.
+ *   - a sg_sock_t is embedded in its owner; the owner is freed only from the close callback;
+ *   - like every libuv server, a process using sg_sock must ignore SIGPIPE (writes to a peer
+ *     that went away then fail with UV_EPIPE instead of killing the process).
  *
  * TLS: with a server context, sg_sock_accept() starts a server-side handshake; with a client
  * context, sg_sock_connect() finishes the handshake (including certificate and hostname checks)
  * before its callback reports success. Plaintext written before the handshake completes is
- * queued and flushed after it. */
+ * queued and flushed after it. A failed server handshake surfaces as a read error (SG_ETLS),
+ * so a server should sg_sock_read_start() right after accepting. The TLS engine lives in
+ * tls.c (map there); sock.c keeps the plaintext path free of it.
+ *
+ * Close order: sg_sock_close() may be called at any time, including while the name is being
+ * resolved, the TCP connect is pending or the handshake runs. The pending connect callback
+ * (with an error) and the pending write callback run before the close callback, and the close
+ * callback runs only once nothing (resolver thread, timers) can touch s any more. */
 #ifndef SANDGATE_SOCK_H
 #define SANDGATE_SOCK_H
 
@@ -60,6 +69,7 @@ struct sg_sock {
     unsigned connected : 1;
     unsigned resolving : 1;
     unsigned eof : 1;
+    unsigned close_pending : 3; /* handle + resolver + TLS idle still to report back */
     char *read_buf; /* reused receive buffer */
     size_t read_buf_size;
     char *host; /* for connect: name to resolve and, with TLS, to verify */
@@ -72,7 +82,10 @@ int sg_sock_accept(uv_stream_t *listener, sg_sock_t *s, sg_tls_ctx_t *tls);
 /* Connects s (initialised here) to host:port over TCP (host may be a name, resolved without
  * blocking) or, when host starts with "unix:", to that socket path (port ignored). With tls,
  * the handshake verifies the peer against sni (NULL = host). cb runs exactly once, with 0 when
- * the stream is ready for plaintext I/O. On failure the caller still has to sg_sock_close(). */
+ * the stream is ready for plaintext I/O; TLS failures report SG_ECERT (CA or hostname did not
+ * verify) or SG_ETLS. Over a unix socket with TLS and sni NULL, only the CA chain is checked
+ * (there is no host name). When this returns an error, cb never runs and the caller still
+ * has to sg_sock_close(). */
 int sg_sock_connect(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16_t port,
                     sg_tls_ctx_t *tls, const char *sni, sg_sock_connect_cb cb);
 
@@ -91,6 +104,11 @@ int sg_sock_nodelay(sg_sock_t *s, int on);
  * close_notify is attempted but never waited for. Idempotent. */
 void sg_sock_close(sg_sock_t *s, sg_sock_close_cb cb);
 static inline int sg_sock_is_closing(const sg_sock_t *s) { return s->closing; }
+
+/* After a TLS failure (SG_ETLS / SG_ECERT): a human-readable reason, including mbedTLS's text
+ * or the certificate verification flags. Empty for plaintext sockets or when nothing failed.
+ * Valid until the close callback. Returns buf. */
+const char *sg_sock_tls_error(const sg_sock_t *s, char *buf, size_t len);
 
 /* Peer address as text ("1.2.3.4:5678", "[::1]:80", "unix"); returns buf. */
 const char *sg_sock_peer(const sg_sock_t *s, char *buf, size_t len);
