@@ -492,8 +492,8 @@ static const char *const EXECD_EVENTS[] = {
     "{\"type\":\"ping\",\"text\":\"pong\",\"timestamp\":1781253000123}",
     "{\"type\":\"stdout\",\"text\":\"hi\",\"timestamp\":1781253000131}",
     "{\"type\":\"stderr\",\"text\":\"err\",\"timestamp\":1781253000131}",
-    "{\"type\":\"error\",\"timestamp\":1781253000132,\"error\":{\"ename\":\"CommandExecError\",\"evalue\":\"3\","
-    "\"traceback\":[\"exit status 3\"]}}",
+    ("{\"type\":\"error\",\"timestamp\":1781253000132,\"error\":{\"ename\":\"CommandExecError\",\"evalue\":\"3\","
+     "\"traceback\":[\"exit status 3\"]}}"),
 };
 /* chunk sizes from the reference: each chunk is exactly one event + "\n\n" */
 static const size_t EXECD_CHUNK[] = {0x55, 0x39, 0x39, 0x3a, 0x7c};
