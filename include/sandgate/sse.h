@@ -49,7 +49,8 @@
  *   would exceed max_event bytes fails with SG_ETOOBIG; memory never grows past those. Errors
  *   are sticky: after one, every feed returns it again. A non-zero return from on_event stops
  *   decoding and is returned by feed (and sticks) the same way.
- *   The strings a callback receives are NUL-terminated and valid only during the call. */
+ *   The strings a callback receives are NUL-terminated and valid only during the call; a
+ *   callback must not feed, finish or free its own decoder (return non-zero to stop). */
 #ifndef SANDGATE_SSE_H
 #define SANDGATE_SSE_H
 

@@ -120,12 +120,23 @@ int sg_sse_encode_new(const sg_sse_event_t *ev, sg_buf_t **out)
 
 int sg_sse_encode_bufq(sg_bufq_t *q, const sg_sse_event_t *ev)
 {
-    sg_buf_t *b;
-    int rc = sg_sse_encode_new(ev, &b);
+    size_t len;
+    int rc = sg_sse_encode_len(ev, &len);
     if (rc) return rc;
-    /* push_copy packs small frames into the queue's tail chunk; a fresh exact-size chunk would
-     * cost one slice per event. */
-    sg_bufq_push_copy(q, b->data, b->len);
+    /* push_copy packs small frames into the queue's tail chunk (a fresh exact-size chunk would
+     * cost one slice per event); big ones are pushed as the chunk they were encoded into. */
+    char small[512];
+    if (len <= sizeof small) {
+        writer_t w = {small, 0};
+        write_event(&w, ev);
+        sg_bufq_push_copy(q, small, w.n);
+        return 0;
+    }
+    sg_buf_t *b = sg_buf_new(len);
+    writer_t w = {b->data, 0};
+    write_event(&w, ev);
+    b->len = w.n;
+    sg_bufq_push(q, b, 0, b->len);
     sg_buf_unref(b);
     return 0;
 }

@@ -249,6 +249,25 @@ static void test_encode_sinks(void **state)
     assert_memory_equal(flat, "Aid: 7\ndata: hello\n\n{\"a\":1}\n\n", at);
     sg_bufq_free(&q);
 
+    /* a frame bigger than the stack buffer takes the by-reference path; same bytes */
+    char big[3000];
+    memset(big, 'z', sizeof big);
+    sg_sse_event_t bev = {.event = "big", .data = big, .data_len = sizeof big};
+    sg_bufq_init(&q);
+    assert_int_equal(sg_sse_encode_bufq(&q, &bev), 0);
+    assert_int_equal(sg_sse_encode_bufq(&q, &ev), 0);
+    assert_int_equal(sg_sse_encode_len(&bev, &tot), 0);
+    assert_int_equal(q.bytes, tot + len);
+    sg_buf_t *want = NULL;
+    assert_int_equal(sg_sse_encode_new(&bev, &want), 0);
+    k = sg_bufq_iov(&q, iov, 2, 0, NULL);
+    assert_int_equal(k, 2);
+    assert_int_equal(iov[0].len, want->len);
+    assert_memory_equal(iov[0].base, want->data, want->len);
+    assert_memory_equal(iov[1].base, "id: 7\ndata: hello\n\n", len);
+    sg_buf_unref(want);
+    sg_bufq_free(&q);
+
     /* execd into / new */
     b = sg_buf_new(8);
     assert_int_equal(sg_sse_execd_into(b, "{\"a\":1}", 7), SG_ETOOBIG);
