@@ -223,6 +223,9 @@ void sg_sse_decoder_init(sg_sse_decoder_t *d, size_t max_line, size_t max_event,
     d->max_line = max_line ? max_line : SG_SSE_DEFAULT_MAX_LINE;
     d->max_event = max_event ? max_event : SG_SSE_DEFAULT_MAX_EVENT;
     d->retry_ms = -1;
+    /* the buffers hold a bound + 2 bytes (LF, NUL): keep that from wrapping */
+    if (d->max_line > SIZE_MAX / 4) d->max_line = SIZE_MAX / 4;
+    if (d->max_event > SIZE_MAX / 4) d->max_event = SIZE_MAX / 4;
 }
 
 void sg_sse_decoder_free(sg_sse_decoder_t *d)
