@@ -98,6 +98,9 @@ void sg_tentry_arm(sg_tlist_t *l, sg_tentry_t *e)
 void sg_tentry_disarm(sg_tentry_t *e)
 {
     if (!e->list) return;
-    /* Leaving the timer armed for a removed head is harmless: on_timer re-schedules. */
+    sg_tlist_t *l = e->list;
+    /* Leaving the timer armed for a removed head is harmless: on_timer re-schedules. But an
+     * empty list must not keep the loop alive until that stale expiry. */
     unlink_entry(e);
+    if (!l->head) uv_timer_stop(&l->timer);
 }
