@@ -399,6 +399,16 @@ static void conn_close(conn_t *k)
     if (k->all_prev) k->all_prev->all_next = k->all_next; else k->c->conns = k->all_next;
     if (k->all_next) k->all_next->all_prev = k->all_prev;
     k->all_prev = k->all_next = NULL;
+    if (k->kicked) {
+        /* The idle callback must not see it: it is freed before that runs again. */
+        for (conn_t **pp = &k->c->kick_list; *pp; pp = &(*pp)->kick_next)
+            if (*pp == k) {
+                *pp = k->kick_next;
+                break;
+            }
+        k->kicked = 0;
+        k->kick_next = NULL;
+    }
     sg_tentry_disarm(&k->te);
     o->nconns--;
     k->req = NULL;
@@ -948,6 +958,13 @@ int sg_http_request(sg_http_client_t *c, const sg_http_req_opts_t *opt, sg_http_
     if (opt->target)
         for (const char *t = opt->target; *t; t++)
             if (*t <= ' ' || *t >= 127) return SG_EINVAL;
+    /* No CR / LF / NUL smuggled into the head through a header the caller forwards. */
+    if (opt->headers)
+        for (size_t i = 0; i < opt->headers->n; i++) {
+            const sg_hdr_t *h = &opt->headers->v[i];
+            if (!h->name[0] || strpbrk(h->name, "\r\n: \t") || strpbrk(h->value, "\r\n"))
+                return SG_EINVAL;
+        }
     int err = 0;
     origin_t *o = origin_get(c, opt->origin, &err);
     if (!o) return err;

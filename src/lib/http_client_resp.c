@@ -89,6 +89,11 @@ static int on_headers_complete(llhttp_t *p)
         h->failed = 1;
         return HPE_USER;
     }
+    if (st < 100) {
+        snprintf(h->err, sizeof(h->err), "malformed response: status code %d", st);
+        h->failed = 1;
+        return HPE_USER;
+    }
     if (st >= 100 && st < 200) {
         /* Interim response: skip it, the real one follows on the same connection. */
         h->interim = 1;

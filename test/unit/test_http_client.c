@@ -47,6 +47,7 @@ struct sconn {
     int refs;
     int closed;
     int eof;          /* the client closed its side */
+    int at_headers;   /* the parser stopped after a request head */
 };
 
 struct srv {
@@ -63,6 +64,7 @@ struct srv {
     int accepts, open, max_open, requests, eofs;
     uint64_t body_total;
     script_fn on_request;
+    script_fn on_headers; /* optional: runs when a request head is complete */
     script_fn on_accept;
     sconn_t *conns;
     int pause_reading_ms; /* on accept: do not read for this long (upload backpressure) */
@@ -246,6 +248,14 @@ static int srv_on_begin(llhttp_t *p)
     return 0;
 }
 
+static int srv_on_headers_complete(llhttp_t *p)
+{
+    sconn_t *sc = p->data;
+    if (!sc->s->on_headers) return 0;
+    sc->at_headers = 1;
+    return HPE_PAUSED;
+}
+
 static int srv_on_complete(llhttp_t *p)
 {
     sconn_t *sc = p->data;
@@ -283,7 +293,12 @@ static void srv_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         p += used;
         left -= used;
         llhttp_resume(&sc->p);
-        if (sc->s->on_request) sc->s->on_request(sc);
+        if (sc->at_headers) {
+            sc->at_headers = 0;
+            sc->s->on_headers(sc);
+        } else if (sc->s->on_request) {
+            sc->s->on_request(sc);
+        }
     }
     sconn_unref(sc);
 }
@@ -322,6 +337,7 @@ static void srv_start(uv_loop_t *loop, srv_t *s, int pipe)
     srv_settings.on_url = srv_on_url;
     srv_settings.on_message_begin = srv_on_begin;
     srv_settings.on_message_complete = srv_on_complete;
+    srv_settings.on_headers_complete = srv_on_headers_complete;
     s->loop = loop;
     s->is_pipe = pipe;
     if (pipe) {
@@ -757,10 +773,12 @@ typedef struct upl {
     int drains;
     int write_err;
     sg_buf_t *chunk;
+    const int *stop;
 } upl_t;
 
 static void upl_pump(upl_t *u)
 {
+    if (u->stop && *u->stop) return; /* on_done ran: the handle is gone */
     for (int i = 0; i < 100000 && u->sent < u->total; i++) {
         size_t n = (size_t)SG_MIN((uint64_t)u->chunk->len, u->total - u->sent);
         int rc = sg_http_creq_write_buf(u->r, u->chunk, 0, n);
@@ -980,6 +998,56 @@ static void test_pause_at_end(void **state)
     get(&e, "GET", "/again", &y);
     run_until(&e, &y.done);
     assert_int_equal(y.err, 0);
+    assert_int_equal(e.srv.accepts, 1);
+    uv_close((uv_handle_t *)&p.t, NULL);
+    res_free(&x);
+    res_free(&y);
+    env_done(&e);
+}
+
+/* Many chunks in one read: a pause from on_body must hold back the rest of that read. */
+static void script_many_chunks(sconn_t *sc)
+{
+    static char buf[64 * 1024];
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 500; i++) n += (size_t)snprintf(buf + n, sizeof(buf) - n, "a\r\n%010d\r\n", i);
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "0\r\n\r\n");
+    srv_send_then(sc, buf, n, NULL);
+}
+
+static void pz_pause_each(res_t *x)
+{
+    pz_t *p = x->ud;
+    p->pauses++;
+    x->paused = 1;
+    sg_http_creq_pause(x->r);
+    uv_timer_start(&p->t, pz_resume, 0, 0);
+}
+
+static void test_pause_mid_read(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_request = script_many_chunks;
+    pz_t p = {0};
+    uv_timer_init(&e.loop, &p.t);
+    p.t.data = &p;
+    res_t x = {0};
+    x.ud = &p;
+    x.on_body_hook = pz_pause_each;
+    p.x = &x;
+    get(&e, "GET", "/chunks", &x);
+    run_until(&e, &x.done);
+    assert_int_equal(x.err, 0);
+    assert_int_equal(x.body_while_paused, 0);
+    assert_int_equal(x.nbody, 5000);
+    assert_int_equal(p.pauses, 500);
+    assert_memory_equal(x.body + 4990, "0000000499", 10);
+    /* the connection is reusable afterwards */
+    res_t y = {0};
+    get(&e, "GET", "/chunks", &y);
+    run_until(&e, &y.done);
+    assert_int_equal(y.nbody, 5000);
     assert_int_equal(e.srv.accepts, 1);
     uv_close((uv_handle_t *)&p.t, NULL);
     res_free(&x);
@@ -1361,6 +1429,237 @@ static void test_request_from_callback(void **state)
     env_done(&e);
 }
 
+/* The server answers 413 as soon as it sees the head and discards the upload: the client
+ * delivers the response, stops sending, and does not pool the connection. */
+static void script_413(sconn_t *sc)
+{
+    srv_send(sc, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n");
+}
+
+static void test_early_response_during_upload(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_headers = script_413;
+    upl_t u = {0};
+    u.e = &e;
+    u.total = 64ull << 20;
+    u.chunk = sg_buf_new(64 * 1024);
+    memset(u.chunk->data, 'u', u.chunk->cap);
+    u.chunk->len = u.chunk->cap;
+    res_t x = {0};
+    x.ud = &u;
+    u.stop = &x.done;
+    sg_http_req_opts_t o = {0};
+    o.method = "POST";
+    o.origin = e.origin;
+    o.stream_body = 1;
+    o.content_length = -1;
+    o.on_response = c_on_response;
+    o.on_done = c_on_done;
+    o.on_drain = upl_drain;
+    o.data = &x;
+    assert_int_equal(sg_http_request(e.c, &o, &u.r), 0);
+    upl_pump(&u);
+    run_until(&e, &x.done);
+    assert_int_equal(x.err, 0);
+    assert_int_equal(x.status, 413);
+    assert_true(u.sent < u.total);
+    for (int i = 0; i < 1000 && e.srv.eofs == 0 && !e.timed_out; i++) uv_run(&e.loop, UV_RUN_ONCE);
+    assert_int_equal(e.srv.eofs, 1); /* closed, not pooled */
+    sg_buf_unref(u.chunk);
+    env_done(&e);
+}
+
+/* Cancel while a large upload write is in flight: the write's buffers stay valid until its
+ * callback (ASan would see otherwise), and the connection is closed. */
+static void later_cancel(uv_timer_t *t)
+{
+    upl_t *u = t->data;
+    res_t *x = sg_http_creq_data(u->r);
+    if (!x->done) sg_http_creq_cancel(u->r);
+}
+
+static void test_cancel_mid_upload(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_request = script_count_body;
+    e.srv.pause_reading_ms = 10000; /* never reads within the test */
+    upl_t u = {0};
+    u.total = 64ull << 20;
+    u.chunk = sg_buf_new(64 * 1024);
+    memset(u.chunk->data, 'u', u.chunk->cap);
+    u.chunk->len = u.chunk->cap;
+    res_t x = {0};
+    x.ud = &u;
+    u.stop = &x.done;
+    sg_http_req_opts_t o = {0};
+    o.method = "PUT";
+    o.origin = e.origin;
+    o.stream_body = 1;
+    o.content_length = (int64_t)u.total;
+    o.on_done = c_on_done;
+    o.on_drain = upl_drain;
+    o.data = &x;
+    assert_int_equal(sg_http_request(e.c, &o, &u.r), 0);
+    upl_pump(&u);
+    uv_timer_t t;
+    uv_timer_init(&e.loop, &t);
+    t.data = &u;
+    uv_timer_start(&t, later_cancel, 100, 0);
+    run_until(&e, &x.done);
+    assert_int_equal(x.err, SG_ECLOSED);
+    assert_true(u.sent < u.total);
+    uv_close((uv_handle_t *)&t, NULL);
+    sg_buf_unref(u.chunk);
+    env_done(&e);
+}
+
+/* Pause, resume and cancel from one on_body: the pending resume must not outlive the
+ * connection. */
+static void pause_resume_cancel(res_t *x)
+{
+    sg_http_creq_t *r = x->r;
+    sg_http_creq_pause(r);
+    sg_http_creq_resume(r);
+    sg_http_creq_cancel(r);
+}
+
+static void test_pause_resume_cancel(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_request = script_stall_body;
+    res_t x = {0};
+    x.on_body_hook = pause_resume_cancel;
+    get(&e, "GET", "/", &x);
+    run_until(&e, &x.done);
+    assert_int_equal(x.err, SG_ECLOSED);
+    /* a few more turns: the idle callback runs after the connection is gone */
+    for (int i = 0; i < 5; i++) uv_run(&e.loop, UV_RUN_NOWAIT);
+    res_free(&x);
+    env_done(&e);
+}
+
+/* Closing the client from inside a body callback completes everything with SG_ECLOSED. */
+static env_t *close_env;
+static void close_client_in_body(res_t *x)
+{
+    sg_http_client_close(close_env->c, on_client_closed, &close_env->client_closed);
+    assert_int_equal(x->done, 1);
+    assert_int_equal(x->err, SG_ECLOSED);
+}
+
+static void test_close_client_in_callback(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_request = script_stall_body;
+    close_env = &e;
+    res_t x = {0}, y = {0};
+    x.on_body_hook = close_client_in_body;
+    get(&e, "GET", "/", &x);
+    get(&e, "GET", "/queued", &y); /* still waiting for its connection */
+    run_until(&e, &x.done);
+    assert_int_equal(y.done, 1);
+    assert_int_equal(y.err, SG_ECLOSED);
+    srv_stop(&e.srv);
+    uv_close((uv_handle_t *)&e.watchdog, NULL);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    assert_int_equal(e.client_closed, 1);
+    assert_int_equal(uv_loop_close(&e.loop), 0);
+    res_free(&x);
+}
+
+static void test_header_injection_refused(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    sg_hdrs_t h;
+    sg_hdrs_init(&h);
+    sg_hdrs_addz(&h, "X-Evil", "a\r\nContent-Length: 0");
+    res_t x = {0};
+    sg_http_req_opts_t o = {0};
+    o.method = "GET";
+    o.origin = e.origin;
+    o.headers = &h;
+    o.on_done = c_on_done;
+    o.data = &x;
+    sg_http_creq_t *r = NULL;
+    assert_int_equal(sg_http_request(e.c, &o, &r), SG_EINVAL);
+    sg_hdrs_reset(&h);
+    sg_hdrs_addz(&h, "Bad Name", "v");
+    assert_int_equal(sg_http_request(e.c, &o, &r), SG_EINVAL);
+    o.headers = NULL;
+    o.target = "/a b";
+    assert_int_equal(sg_http_request(e.c, &o, &r), SG_EINVAL);
+    o.target = "/ok";
+    o.method = "GE T";
+    assert_int_equal(sg_http_request(e.c, &o, &r), SG_EINVAL);
+    sg_hdrs_free(&h);
+    assert_int_equal(x.done, 0);
+    env_done(&e);
+}
+
+/* Caller headers go out as given; Host is added; Content-Length comes from the body. */
+static void script_echo_head(sconn_t *sc) { }
+static char echo_buf[4096];
+static size_t echo_len;
+static void echo_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    sconn_t *sc = st->data;
+    if (n < 0) {
+        sconn_close(sc);
+        return;
+    }
+    if (echo_len + (size_t)n < sizeof(echo_buf)) {
+        memcpy(echo_buf + echo_len, b->base, (size_t)n);
+        echo_len += (size_t)n;
+    }
+    if (strstr(echo_buf, "\r\n\r\nbody")) srv_send(sc, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+}
+static void echo_accept(sconn_t *sc)
+{
+    uv_read_start(&sc->u.st, srv_alloc, echo_read);
+    sc->s->pause_reading_ms = 0;
+}
+
+static void test_request_head(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_request = script_echo_head;
+    e.srv.on_accept = echo_accept;
+    e.srv.pause_reading_ms = 0;
+    echo_len = 0;
+    memset(echo_buf, 0, sizeof(echo_buf));
+    sg_hdrs_t h;
+    sg_hdrs_init(&h);
+    sg_hdrs_addz(&h, "X-Api-Key", "k1");
+    sg_hdrs_addz(&h, "Content-Length", "999"); /* ignored: the body decides */
+    res_t x = {0};
+    sg_http_req_opts_t o = {0};
+    o.method = "POST";
+    o.origin = e.origin;
+    o.target = "/v1/sandboxes?x=1";
+    o.headers = &h;
+    o.body = "body";
+    o.body_len = 4;
+    o.on_done = c_on_done;
+    o.data = &x;
+    assert_int_equal(sg_http_request(e.c, &o, &x.r), 0);
+    run_until(&e, &x.done);
+    assert_int_equal(x.err, 0);
+    char expect[256];
+    snprintf(expect, sizeof(expect),
+             "POST /v1/sandboxes?x=1 HTTP/1.1\r\nX-Api-Key: k1\r\nHost: 127.0.0.1:%d\r\n"
+             "Content-Length: 4\r\n\r\nbody", e.srv.port);
+    assert_string_equal(echo_buf, expect);
+    sg_hdrs_free(&h);
+    env_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1377,6 +1676,7 @@ int main(void)
         cmocka_unit_test(test_upload_misuse),
         cmocka_unit_test(test_pause_resume),
         cmocka_unit_test(test_pause_at_end),
+        cmocka_unit_test(test_pause_mid_read),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_response_timeout),
@@ -1390,6 +1690,12 @@ int main(void)
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_request_from_callback),
+        cmocka_unit_test(test_early_response_during_upload),
+        cmocka_unit_test(test_cancel_mid_upload),
+        cmocka_unit_test(test_pause_resume_cancel),
+        cmocka_unit_test(test_close_client_in_callback),
+        cmocka_unit_test(test_header_injection_refused),
+        cmocka_unit_test(test_request_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
