@@ -802,7 +802,7 @@ static void on_kick(uv_idle_t *h)
     }
     if (c->want_dispatch) {
         c->want_dispatch = 0;
-        for (origin_t *o = c->origins; o; o = o->next) {
+        for (origin_t *o = c->origins; o && !c->closing; o = o->next) {
             if (!o->want_dispatch) continue;
             o->want_dispatch = 0;
             dispatch(o);
@@ -872,6 +872,14 @@ static void on_part_closed(sg_http_client_t *c)
     if (--c->pending_closes) return;
     void (*cb)(void *) = c->close_cb;
     void *d = c->close_data;
+    while (c->origins) {
+        origin_t *o = c->origins;
+        c->origins = o->next;
+        free(o->key);
+        free(o->host);
+        free(o->host_hdr);
+        free(o);
+    }
     free(c);
     if (cb) cb(d);
 }
@@ -923,14 +931,8 @@ void sg_http_client_close(sg_http_client_t *c, void (*cb)(void *data), void *dat
     sg_tlist_close(&c->t_body, on_tlist_closed);
     sg_tlist_close(&c->t_idle, on_tlist_closed);
     uv_close((uv_handle_t *)&c->kick, on_kick_closed);
-    while (c->origins) {
-        origin_t *o = c->origins;
-        c->origins = o->next;
-        free(o->key);
-        free(o->host);
-        free(o->host_hdr);
-        free(o);
-    }
+    /* Origins are freed with the client: a callback chain that closed the client may still be
+     * walking them (dispatch). */
 }
 
 void sg_http_client_stats(const sg_http_client_t *c, const char *origin, sg_http_client_stats_t *st)
