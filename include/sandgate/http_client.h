@@ -121,6 +121,8 @@ typedef struct sg_http_req_opts {
     int stream_body;          /* 1: the caller writes the body (sg_http_creq_write / _end) */
     int64_t content_length;   /* with stream_body: the exact length, or -1 for chunked */
     const char *sni;          /* https: name to verify and send as SNI (NULL = origin host) */
+    int no_body_idle_timeout; /* 1: no body idle timeout once headers arrived (long-lived
+                                 streams such as SSE, whose liveness the caller checks) */
     sg_http_response_cb on_response;
     sg_http_body_cb on_body;
     sg_http_done_cb on_done;  /* required */

@@ -112,6 +112,7 @@ struct sg_http_creq {
     unsigned fresh_only : 1;
     unsigned req_close : 1;
     unsigned idempotent : 1;
+    unsigned no_body_timeout : 1;
 };
 
 struct sg_http_client {
@@ -360,7 +361,7 @@ static void conn_arm(conn_t *k)
     if (!r) {
         sg_tentry_disarm(&k->te);
     } else if (k->resp.headers_done) {
-        if (r->paused) sg_tentry_disarm(&k->te);
+        if (r->paused || r->no_body_timeout) sg_tentry_disarm(&k->te);
         else sg_tentry_arm(&c->t_body, &k->te);
     } else if (r->sent_all || r->send_failed) {
         /* Response timeout runs from the moment the request is on the wire; do not restart
@@ -992,6 +993,7 @@ int sg_http_request(sg_http_client_t *c, const sg_http_req_opts_t *opt, sg_http_
     r->chunked = r->streamed && r->content_length < 0;
     r->ended = !r->streamed || r->content_length == 0;
     r->idempotent = method_idempotent(r->method);
+    r->no_body_timeout = opt->no_body_idle_timeout ? 1 : 0;
     r->on_response = opt->on_response;
     r->on_body = opt->on_body;
     r->on_done = opt->on_done;

@@ -1156,6 +1156,42 @@ static void test_body_idle_timeout(void **state)
     env_done(&e);
 }
 
+static void script_slow_body(sconn_t *sc)
+{
+    srv_send(sc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\na");
+    slater_t *l = srv_later(sc, 400, later_send_piece, NULL, "b", 1);
+    l->arg = l;
+}
+
+static void test_body_idle_timeout_opt_out(void **state)
+{
+    sg_http_client_config_t cfg = {0};
+    cfg.body_idle_timeout_ms = 100;
+    env_t e;
+    env_init(&e, 0, &cfg);
+    e.srv.on_request = script_slow_body;
+    res_t x = {0};
+    sg_http_req_opts_t o = {0};
+    o.method = "GET";
+    o.origin = e.origin;
+    o.no_body_idle_timeout = 1;
+    o.on_body = c_on_body;
+    o.on_done = c_on_done;
+    o.data = &x;
+    assert_int_equal(sg_http_request(e.c, &o, &x.r), 0);
+    run_until(&e, &x.done);
+    assert_int_equal(x.err, 0);
+    assert_string_equal(x.body, "ab");
+    /* and without the opt-out the same exchange times out */
+    res_t y = {0};
+    get(&e, "GET", "/", &y);
+    run_until(&e, &y.done);
+    assert_int_equal(y.err, SG_ETIMEDOUT);
+    res_free(&x);
+    res_free(&y);
+    env_done(&e);
+}
+
 static void script_reset_mid_body(sconn_t *sc)
 {
     srv_send(sc, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
@@ -1681,6 +1717,7 @@ int main(void)
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_response_timeout),
         cmocka_unit_test(test_body_idle_timeout),
+        cmocka_unit_test(test_body_idle_timeout_opt_out),
         cmocka_unit_test(test_reset_mid_body),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_cancel),
