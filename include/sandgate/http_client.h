@@ -42,7 +42,7 @@
  * so a server close is noticed at once; those still idle after idle_timeout_ms are closed.
  *
  * Callback contracts (all callbacks run on the loop thread, never from inside an API call
- * except on_done from sg_http_creq_cancel()):
+ * except on_done from sg_http_creq_cancel() and sg_http_client_close()):
  *   - on_done runs exactly once per request, and is the last callback; after it returns the
  *     handle is invalid (it is freed once the current callback chain has unwound, so using it
  *     *inside* on_done is fine).
@@ -50,6 +50,9 @@
  *     requests, or close the client; the client never frees an object a callback chain on the
  *     stack still uses.
  *   - hdrs in on_response, and data in on_body, are valid only during the call.
+ *   - sg_http_creq_pause() called inside on_body takes effect at once: no further on_body
+ *     runs (even for bytes of the same read) until sg_http_creq_resume(); on_done(0) for a
+ *     response whose end was held back also waits for the resume.
  *   - sg_http_creq_cancel() delivers on_done(SG_ECLOSED, "cancelled") before it returns
  *     (unless on_done already ran, in which case the handle must not be used at all).
  *
