@@ -61,6 +61,7 @@ struct conn {
     unsigned reused : 1;
     unsigned no_reuse : 1;
     unsigned got_bytes : 1; /* any response byte for the current exchange */
+    unsigned zombie : 1;    /* closed, waiting for the resolver to let go (on_conn_closed) */
 };
 
 struct origin {
@@ -385,7 +386,12 @@ static void on_conn_closed(sg_sock_t *s)
     sg__hresp_free(&k->resp);
     sg_bufq_free(&k->orphan);
     free(k->held);
-    free(k);
+    k->held = NULL;
+    /* sg_sock runs its close callback before a cancelled name lookup returns, and the lookup
+     * (a threadpool request embedded in k->sock) still reads k and calls on_connect: free k
+     * there instead. Everything else is released now; k must not touch c after this. */
+    if (k->sock.resolving) k->zombie = 1;
+    else free(k);
     c->nconns--;
     if (c->closing) on_part_closed(c);
 }
@@ -685,6 +691,10 @@ static void start_exchange(conn_t *k)
 static void on_connect(sg_sock_t *s, int status)
 {
     conn_t *k = s->data;
+    if (k->zombie) {
+        free(k);
+        return;
+    }
     if (k->state == C_CLOSING) return;
     sg_http_creq_t *r = k->req;
     if (status < 0) {

@@ -1696,6 +1696,31 @@ static void test_request_head(void **state)
     env_done(&e);
 }
 
+/* Names are resolved off the loop; cancelling while the resolver runs must not leave the
+ * resolver's callback pointing at freed memory. */
+static void test_cancel_while_resolving(void **state)
+{
+    env_t e;
+    env_init(&e, 0, NULL);
+    e.srv.on_request = script_ok;
+    snprintf(e.origin, sizeof(e.origin), "http://localhost:%d", e.srv.port);
+    for (int i = 0; i < 20; i++) {
+        res_t x = {0};
+        get(&e, "GET", "/r", &x);
+        uv_run(&e.loop, UV_RUN_NOWAIT); /* dispatch: the connection starts resolving */
+        if (!x.done) sg_http_creq_cancel(x.r);
+        assert_int_equal(x.done, 1);
+    }
+    /* and a resolved name works */
+    res_t y = {0};
+    get(&e, "GET", "/r", &y);
+    run_until(&e, &y.done);
+    if (y.err == 0) assert_string_equal(y.body, "/r");
+    else assert_int_equal(y.err, UV_ECONNREFUSED); /* localhost resolved to ::1 first */
+    res_free(&y);
+    env_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1733,6 +1758,7 @@ int main(void)
         cmocka_unit_test(test_close_client_in_callback),
         cmocka_unit_test(test_header_injection_refused),
         cmocka_unit_test(test_request_head),
+        cmocka_unit_test(test_cancel_while_resolving),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
