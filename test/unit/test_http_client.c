@@ -1324,11 +1324,17 @@ static void script_close_second(sconn_t *sc)
     else script_ok(sc);
 }
 
-static void run_stale(const char *method, int expect_retry)
+static void script_reset_second(sconn_t *sc)
+{
+    if (sc->nreq >= 2) sconn_reset(sc);
+    else script_ok(sc);
+}
+
+static void run_stale(const char *method, int expect_retry, script_fn script)
 {
     env_t e;
     env_init(&e, 0, NULL);
-    e.srv.on_request = script_close_second;
+    e.srv.on_request = script;
     res_t x = {0}, y = {0};
     get(&e, method, "/one", &x);
     run_until(&e, &x.done);
@@ -1342,9 +1348,13 @@ static void run_stale(const char *method, int expect_retry)
         assert_string_equal(y.body, "/two");
         assert_int_equal(st.retries, 1);
         assert_int_equal(e.srv.accepts, 2);
-    } else {
+    } else if (script == script_close_second) {
         assert_int_equal(y.err, SG_EPROTO);
         assert_non_null(strstr(y.msg, "before a response"));
+        assert_int_equal(st.retries, 0);
+        assert_int_equal(e.srv.accepts, 1);
+    } else {
+        assert_int_equal(y.err, UV_ECONNRESET);
         assert_int_equal(st.retries, 0);
         assert_int_equal(e.srv.accepts, 1);
     }
@@ -1353,8 +1363,38 @@ static void run_stale(const char *method, int expect_retry)
     env_done(&e);
 }
 
-static void test_stale_retry_get(void **state) { run_stale("GET", 1); }
-static void test_stale_no_retry_post(void **state) { run_stale("POST", 0); }
+static void test_stale_retry_get(void **state) { run_stale("GET", 1, script_close_second); }
+static void test_stale_no_retry_post(void **state) { run_stale("POST", 0, script_close_second); }
+static void test_stale_reset_retry(void **state)
+{
+    run_stale("GET", 1, script_reset_second);
+    run_stale("POST", 0, script_reset_second);
+}
+
+static void test_max_idle(void **state)
+{
+    sg_http_client_config_t cfg = {0};
+    cfg.max_idle_per_origin = 1;
+    env_t e;
+    env_init(&e, 0, &cfg);
+    e.srv.on_request = script_slow_ok;
+    res_t x[3];
+    memset(x, 0, sizeof(x));
+    for (int i = 0; i < 3; i++) get(&e, "GET", "/i", &x[i]);
+    for (int i = 0; i < 3; i++) {
+        run_until(&e, &x[i].done);
+        assert_int_equal(x[i].err, 0);
+        res_free(&x[i]);
+    }
+    assert_int_equal(e.srv.accepts, 3);
+    for (int i = 0; i < 1000 && e.srv.eofs < 2 && !e.timed_out; i++) uv_run(&e.loop, UV_RUN_ONCE);
+    assert_int_equal(e.srv.eofs, 2);
+    sg_http_client_stats_t st;
+    sg_http_client_stats(e.c, NULL, &st);
+    assert_int_equal(st.conns_idle, 1);
+    assert_int_equal(st.conns_open, 1);
+    env_done(&e);
+}
 
 /* A server that closes an idle pooled connection: the client notices and uses a new one. */
 static void script_ok_then_close(sconn_t *sc)
@@ -1748,6 +1788,8 @@ int main(void)
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_stale_retry_get),
         cmocka_unit_test(test_stale_no_retry_post),
+        cmocka_unit_test(test_stale_reset_retry),
+        cmocka_unit_test(test_max_idle),
         cmocka_unit_test(test_idle_closed_by_server),
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_unix_socket),
