@@ -255,9 +255,12 @@ static void push_z(sg__http_conn_t *c, sg_http_req_t *req, const char *s)
 }
 
 /* body_len >= 0: fixed length known by the server (simple responses); -1: streamed, framed by
- * the handler's Content-Length if any, else chunked. */
+ * the handler's Content-Length if any, else chunked. final: the handler finishes with this
+ * response (simple responses), so an unread body is known to stay unread and the head can
+ * announce the close; a streaming handler may still read it (echo), so then the decision
+ * waits for handler_finish and the close goes unannounced. */
 static int resp_head(sg_http_req_t *req, sg__http_conn_t *c, int status, const sg_hdrs_t *hdrs,
-                     int64_t body_len)
+                     int64_t body_len, int final)
 {
     if (req->resp_state != SG__RESP_NONE) return SG_EINVAL;
     if (status < 200 || status > 999) return SG_EINVAL;
@@ -277,7 +280,7 @@ static int resp_head(sg_http_req_t *req, sg__http_conn_t *c, int status, const s
     int no_body_status = status == 204 || status == 304;
     req->resp_no_body = no_body_status || req->head;
     int close = c->close_after || !req->keep_alive || srv->shutting_down;
-    if (!req->msg_complete && req->body_mode == SG__BODY_NONE) {
+    if (final && !req->msg_complete && req->body_mode != SG__BODY_DISCARD) {
         uint64_t left = req->chunked || req->content_length < 0
                             ? UINT64_MAX
                             : (uint64_t)req->content_length - req->body_read;
@@ -376,7 +379,7 @@ int sg_http_resp_start(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs)
 {
     sg__http_conn_t *c = live_conn(req);
     if (!c) return SG_ECLOSED;
-    int r = resp_head(req, c, status, hdrs, -1);
+    int r = resp_head(req, c, status, hdrs, -1, 0);
     if (r == 0) sg__http_conn_flush(c);
     return r;
 }
@@ -421,7 +424,7 @@ static int respond(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs, sg_buf
         handler_finish(req);
         return SG_ECLOSED;
     }
-    int r = resp_head(req, c, status, hdrs, (int64_t)len);
+    int r = resp_head(req, c, status, hdrs, (int64_t)len, 1);
     if (r < 0) {
         if (req->resp_state == SG__RESP_NONE) {
             /* Bad headers from the handler: still answer, so the client is not left hanging. */
@@ -522,7 +525,7 @@ void sg__http_conn_error(sg__http_conn_t *c, int status, const char *code, const
     sg_hdrs_init(&h);
     sg_hdrs_addz(&h, "Content-Type", "application/json");
     size_t len = strlen(body);
-    if (resp_head(req, c, status, &h, (int64_t)len) == 0) {
+    if (resp_head(req, c, status, &h, (int64_t)len, 1) == 0) {
         resp_write(req, c, NULL, 0, body, len);
         resp_end(req, c);
     }
