@@ -348,11 +348,23 @@ test('body inactivity timeout: 408', async () => {
   await c.waitClosed();
 });
 
+test('read_all aborted by the body timeout: 408, handler told via SG_ECLOSED', async () => {
+  const c = new Conn(S.port);
+  await c.ready;
+  c.write('POST /read-all?max=1000 HTTP/1.1\r\nHost: x\r\nX-Request-ID: ra-1\r\nContent-Length: 100\r\n\r\n0123456789');
+  const r = await c.response({ ms: 30000 });
+  assertJsonError(r, 408, 'body_timeout');
+  await c.waitClosed();
+  // (the handler releasing the request is checked by the leak-checked clean exit at the end)
+});
+
 test('idle keep-alive timeout closes silently', async () => {
   const c = new Conn(S.port);
   await c.ready;
   c.write('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n');
   await c.response();
+  c.write('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n'); // still open right after a response
+  assert.equal((await c.response()).text, 'hello\n');
   await c.waitClosed(30000);
   assert.equal(c.buf.length, 0);
 });
