@@ -37,8 +37,10 @@
  *     restarts delivery from a deferred pass (never synchronously inside the resume call).
  *   - If the handler finishes without consuming the whole body: when at most 64 KiB of a
  *     Content-Length body remain, the rest is read and discarded and the connection is kept;
- *     otherwise (chunked or larger) the response carries `Connection: close` and the
- *     connection is closed after it (cheaper than reading a body nobody wants).
+ *     otherwise (chunked, larger, or `Expect: 100-continue` never answered) the connection is
+ *     closed after the response (cheaper than reading a body nobody wants). Simple responses
+ *     (sg_http_respond*) announce it with `Connection: close`; a streamed response whose head
+ *     went out while the handler might still have read the body cannot, and just closes.
  *   - Writes: sg_http_resp_write*() return 0 (keep going), 1 (pending output is past the
  *     high-water mark: stop producing until the drain callback), or a negative error
  *     (SG_ECLOSED once the client is gone, SG_EINVAL on misuse). Data is queued, never lost, on
@@ -75,7 +77,10 @@
  * [A-Za-z0-9._:-], else generated), `Content-Length: 0` for every empty body except where
  * RFC 9110 forbids a body (1xx, 204, 304), HEAD answered without a body, chunked encoding for
  * streamed responses without a Content-Length (close-delimited for HTTP/1.0 clients),
- * `Connection: close` whenever the connection is closed after the response. */
+ * `Connection: close` when the server knows at head time that it will close (client asked,
+ * limits, shutdown, unread body with a simple response). Status must be 200..999 (no 1xx
+ * besides the automatic `100 Continue`, sent when the handler starts reading a body whose
+ * client sent `Expect: 100-continue`). */
 #ifndef SANDGATE_HTTP_SERVER_H
 #define SANDGATE_HTTP_SERVER_H
 
@@ -91,6 +96,8 @@ struct json_t;
 typedef struct sg_http_server sg_http_server_t;
 typedef struct sg_http_req sg_http_req_t;
 
+/* A timeout, max_body_bytes or max_connections of 0 disables that bound; zero header / URL /
+ * high-water sizes take the default. */
 typedef struct sg_http_limits {
     size_t max_header_bytes;    /* request line + header names/values, default 16 KiB -> 431 */
     size_t max_header_count;    /* default 100 -> 431 */
