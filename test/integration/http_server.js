@@ -232,6 +232,45 @@ test('pipelining: many requests in one write are answered in order', async () =>
   c.close();
 });
 
+test('a flood of 2000 pipelined requests in one write: all answered, in order', async () => {
+  const c = new Conn(S.port);
+  await c.ready;
+  let all = '';
+  for (let i = 0; i < 2000; i++) all += `GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: f${i}\r\n\r\n`;
+  c.write(all);
+  for (let i = 0; i < 2000; i++) {
+    const r = await c.response();
+    assert.equal(r.headers['x-request-id'], `f${i}`);
+  }
+  c.close();
+});
+
+test('Connection: close from the client; HTTP/1.0 streamed response is close-delimited', async () => {
+  let c = new Conn(S.port);
+  await c.ready;
+  c.write('GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n');
+  let r = await c.response();
+  assert.equal(r.headers.connection, 'close');
+  await c.waitClosed();
+  assert.equal(c.buf.length, 0); // the second, pipelined request was not answered
+  c = new Conn(S.port);
+  await c.ready;
+  c.write('GET /stream?bytes=100000 HTTP/1.0\r\n\r\n');
+  r = await c.response();
+  assert.equal(r.headers['transfer-encoding'], undefined);
+  assert.equal(r.headers.connection, 'close');
+  assert.equal(r.size, 100000);
+  c = new Conn(S.port);
+  await c.ready;
+  c.write('GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+  r = await c.response();
+  assert.equal(r.headers.connection, 'keep-alive');
+  c.write('GET /hello HTTP/1.0\r\n\r\n');
+  r = await c.response();
+  assert.equal(r.headers.connection, 'close');
+  await c.waitClosed();
+});
+
 test('request bodies: Content-Length and chunked, read_all bound (413)', async () => {
   let r = await request(S.port, 'POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world');
   assert.equal(JSON.parse(r.text).sha256, crypto.createHash('sha256').update('hello world').digest('hex'));
