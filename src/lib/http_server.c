@@ -576,10 +576,8 @@ static void conn_step(sg__http_conn_t *c)
     if (req && req->msg_complete && req->resp_state == SG__RESP_ENDED) {
         if (!req->keep_alive || req->resp_close) c->close_after = 1;
         req_detach(c, 0);
-        if (c->close_after || c->peer_eof) {
-            /* Nothing more will be parsed: whatever is buffered is dropped. */
-            if (c->close_after) in_drop(c);
-        }
+        c->req_start_ns = 0;
+        if (c->close_after) in_drop(c); /* nothing more will be parsed */
         c->again = 1;
         return;
     }
