@@ -494,6 +494,35 @@ test('client going away mid-stream aborts the response (access log says aborted)
   assert.match(S.log(), /"id":"gone-1"[^\n]*"aborted":1/);
 });
 
+test('50 concurrent connections mixing echo / sink / stream / hello stay independent', async () => {
+  const jobs = [];
+  for (let k = 0; k < 50; k++) {
+    jobs.push((async () => {
+      const c = new Conn(S.port);
+      await c.ready;
+      for (let round = 0; round < 3; round++) {
+        const payload = crypto.createHash('sha256').update(`p${k}-${round}`).digest('hex').repeat(500 + k * 37);
+        const kind = (k + round) % 4;
+        if (kind === 0) {
+          c.write(`POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ${payload.length}\r\n\r\n${payload}`);
+          assert.equal((await c.response()).text, payload);
+        } else if (kind === 1) {
+          c.write(`POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: ${payload.length}\r\n\r\n${payload}`);
+          assert.equal(JSON.parse((await c.response()).text).sha256, crypto.createHash('sha256').update(payload).digest('hex'));
+        } else if (kind === 2) {
+          c.write(`GET /stream?bytes=${payload.length} HTTP/1.1\r\nHost: x\r\n\r\n`);
+          assert.equal((await c.response()).size, payload.length);
+        } else {
+          c.write('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n');
+          assert.equal((await c.response()).text, 'hello\n');
+        }
+      }
+      c.close();
+    })());
+  }
+  await Promise.all(jobs);
+});
+
 test('unix socket listener (curl --unix-socket)', async () => {
   const out = execFileSync('curl', ['-s', '--max-time', '20', '--unix-socket', path.join(TMP, 'srv.sock'), 'http://x/hello']);
   assert.equal(out.toString(), 'hello\n');
