@@ -117,6 +117,7 @@ struct sg_runner {
     sg_tlist_t ttl;
     int ttl_open;
     uint64_t seed[2], counter;
+    sg_runner_stats_t stats;
     char rbuf[RBUF_SIZE];
     int closing;
     void (*close_cb)(void *ud);
@@ -275,6 +276,21 @@ static void emit_line(cmd_t *c, int s, const char *text, size_t len)
                    len);
 }
 
+/* Where to end a max_line piece so it does not stop inside a UTF-8 sequence (the HTTP layer
+ * would turn both halves into U+FFFD): before a trailing lead byte whose sequence is
+ * incomplete. Invalid bytes are not our business; at most 3 bytes move to the next piece. */
+static size_t utf8_cut(const char *b, size_t len)
+{
+    size_t i = len;
+    while (i > 0 && len - i < 3 && ((unsigned char)b[i - 1] & 0xC0) == 0x80) i--;
+    if (i == 0) return len;
+    unsigned char lead = (unsigned char)b[i - 1];
+    size_t need = lead >= 0xF0 && lead <= 0xF7 ? 4 : lead >= 0xE0 && lead <= 0xEF ? 3
+                  : lead >= 0xC2 && lead <= 0xDF ? 2 : 0;
+    if (need && (i - 1) + need > len && i - 1 > 0) return i - 1;
+    return len;
+}
+
 /* Feeds bytes; whole lines that lie entirely inside data are emitted without copying. */
 static void split_feed(cmd_t *c, int s, const char *data, size_t n)
 {
@@ -317,9 +333,11 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
             run -= take;
             sp->after_piece = 0;
             if (sp->len == max) {
-                emit_line(c, s, sp->buf, sp->len);
-                sp->len = 0;
-                sp->after_piece = 1;
+                size_t cut = utf8_cut(sp->buf, max);
+                emit_line(c, s, sp->buf, cut);
+                memmove(sp->buf, sp->buf + cut, max - cut);
+                sp->len = max - cut;
+                sp->after_piece = sp->len == 0;
             }
         }
         if (run > 0) {
@@ -414,6 +432,7 @@ static void log_append(cmd_t *c, const char *data, size_t n)
     }
     size_t take = (size_t)SG_MIN((uint64_t)n, cap - c->log_size);
     if (take < n) c->log_trunc = 1;
+    c->r->stats.log_bytes += take;
     if (c->pend_len + take > c->pend_cap) {
         size_t nc = c->pend_cap ? c->pend_cap : 16384;
         while (nc < c->pend_len + take) nc *= 2;
@@ -601,11 +620,14 @@ static void pipes_pause(cmd_t *c, int pause)
 {
     for (int s = 0; s < 2; s++) {
         if (!c->pipe_open[s]) continue;
+        if (pause && !c->paused) c->r->stats.read_pauses++;
         if (pause) uv_read_stop((uv_stream_t *)&c->pipes[s]);
         else uv_read_start((uv_stream_t *)&c->pipes[s], on_alloc, on_read);
     }
     c->paused = pause;
 }
+
+static void arm_timer(cmd_t *c, int kind, uint64_t ms);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -621,6 +643,11 @@ static void on_timer(uv_timer_t *t)
         kill_group(c, SIGKILL);
         break;
     case T_EOF:
+        if (c->paused) {
+            /* Our own log backpressure is holding the pipes, not a grandchild: wait more. */
+            arm_timer(c, T_EOF, c->r->cfg.eof_grace_ms);
+            break;
+        }
         /* Grandchildren hold the pipes: complete now, keep draining (runner.h). */
         if (!c->done) cmd_finish(c);
         cmd_maybe_free(c);
@@ -827,7 +854,9 @@ fail:
 
 static void rec_expire_cb(sg_tentry_t *e)
 {
-    rec_release(SG_CONTAINER_OF(e, cmd_t, ttl));
+    cmd_t *c = SG_CONTAINER_OF(e, cmd_t, ttl);
+    c->r->stats.expired++;
+    rec_release(c);
 }
 
 static void rec_add(sg_runner_t *r, cmd_t *c)
@@ -871,6 +900,7 @@ static int rec_make_room(sg_runner_t *r)
     if (r->nrecs < r->cfg.max_records) return 0;
     if (!r->ttl.head) return SG_ETOOBIG;
     cmd_t *old = SG_CONTAINER_OF(r->ttl.head, cmd_t, ttl);
+    r->stats.evicted++;
     rec_release(old);
     return 0;
 }
@@ -1076,8 +1106,13 @@ const char *sg_runner_log_path(sg_runner_t *r, const char *id)
     return c && c->log_path ? c->log_path : "";
 }
 
-size_t sg_runner_live(const sg_runner_t *r) { return r->nlive; }
-size_t sg_runner_records(const sg_runner_t *r) { return r->nrecs; }
+void sg_runner_get_stats(const sg_runner_t *r, sg_runner_stats_t *out)
+{
+    *out = r->stats;
+    out->live = r->nlive;
+    out->records = r->nrecs;
+    out->sessions = r->nsessions;
+}
 
 /* ---- sessions ---------------------------------------------------------------------------- */
 

@@ -23,8 +23,11 @@
  *             reads, the terminator is not included, a blank line is the text "\n", and an
  *             unterminated tail is flushed at completion. Each stream has its own splitter;
  *             lines come out in read order. A line longer than cfg.max_line is emitted in pieces
- *             of exactly max_line bytes (a terminator right after a piece ends it without an
- *             extra blank line), so memory per stream is bounded by max_line.
+ *             of at most max_line bytes (a terminator right after a piece ends it without an
+ *             extra blank line), so memory per stream is bounded by max_line. A piece ends
+ *             before a UTF-8 sequence the cut would split (up to 3 bytes move to the next
+ *             piece). Text is raw bytes: escaping and U+FFFD for invalid UTF-8 (as Go's
+ *             encoding/json does) are the HTTP layer's job.
  *   For one read, on_chunk comes first, then the lines it completed.
  *   on_done   exactly once, after the process exited AND both pipes hit EOF (C.4). If
  *             grandchildren keep the pipes open, completion waits at most cfg.eof_grace_ms
@@ -214,9 +217,16 @@ int sg_runner_session_run(sg_runner_t *r, const char *sid, const char *command, 
  * state files. SG_ENOTFOUND "session <id> not found". */
 int sg_runner_session_delete(sg_runner_t *r, const char *sid, sg_run_err_t *err);
 
-/* Number of commands still alive (running or draining) and of records; for tests/metrics. */
-size_t sg_runner_live(const sg_runner_t *r);
-size_t sg_runner_records(const sg_runner_t *r);
+/* Counters for /metrics and tests. */
+typedef struct sg_runner_stats {
+    size_t live; /* command objects alive: running, draining or closing */
+    size_t records; /* entries in the record table */
+    size_t sessions;
+    uint64_t read_pauses; /* times a command's pipes were paused for log backpressure */
+    uint64_t expired, evicted; /* records removed by TTL / by the table bound */
+    uint64_t log_bytes; /* bytes accepted into log files */
+} sg_runner_stats_t;
+void sg_runner_get_stats(const sg_runner_t *r, sg_runner_stats_t *out);
 
 /* Go's text for a signal ("killed", "terminated", ...). */
 const char *sg_runner_signame(int sig);

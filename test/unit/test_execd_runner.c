@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +203,15 @@ static void fx_close(fx_t *f)
     assert_int_equal(system(cmd), 0);
 }
 
+static sg_runner_stats_t stats(fx_t *f)
+{
+    sg_runner_stats_t st;
+    sg_runner_get_stats(f->r, &st);
+    return st;
+}
+static size_t n_records(fx_t *f) { return stats(f).records; }
+static size_t n_live(fx_t *f) { return stats(f).live; }
+
 static void start_ok(fx_t *f, const sg_run_req_t *req, run_t *x, char id[SG_RUN_ID_LEN + 1])
 {
     sg_run_cbs_t cb = cbs_for(x);
@@ -381,6 +391,28 @@ static void test_execd_long_line_pieces(void **state)
     x.nlines = 18;
     run_free(&x);
 
+    /* 3-byte characters: 65536 is not a multiple of 3, yet no piece splits a character. */
+    run_cmd(&f, "for i in $(seq 1 1000); do printf '%s' "
+                "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+                "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'"
+                "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+                "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'"
+                "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+                "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'; done",
+            &x, id);
+    assert_int_equal(x.blen[1], 90000);
+    assert_true(x.nlines >= 2);
+    size_t sum = 0;
+    for (size_t i = 0; i < x.nlines; i++) {
+        assert_true(x.lines[i].len <= 65536);
+        assert_int_equal(x.lines[i].len % 3, 0);
+        assert_int_equal((unsigned char)x.lines[i].text[0], 0xe2);
+        assert_memory_equal(x.lines[i].text, x.bytes[1] + sum, x.lines[i].len);
+        sum += x.lines[i].len;
+    }
+    assert_int_equal(sum, 90000);
+    run_free(&x);
+
     /* Exactly max then newline: one piece, no blank line. */
     run_cmd(&f, "head -c 65536 /dev/zero | tr '\\0' x; echo", &x, id);
     assert_int_equal(x.nlines, 1);
@@ -535,7 +567,7 @@ static void test_execd_validation_and_start_errors(void **state)
     assert_string_equal(err.msg, "uid is required when gid is provided");
     sg_run_req_t empty = {.command = ""};
     assert_int_equal(sg_runner_start(f.r, &empty, &cb, id, &err), SG_EINVAL);
-    assert_int_equal(sg_runner_records(f.r), 0);
+    assert_int_equal(n_records(&f), 0);
 
     /* A valid cwd is used, envs are merged over the agent's environment. */
     sg_run_env_t envs[] = {{"SG_T_A", "one"}, {"HOME", "/custom-home"}};
@@ -789,6 +821,7 @@ static void test_execd_log_cap_and_backpressure(void **state)
     assert_int_equal(n, 1000);
     assert_int_equal(end, 1000);
     for (size_t i = 0; i < n; i++) assert_int_equal(buf[i], 'y');
+    assert_true(stats(&f).log_bytes == 1000);
     spin_ms(&f, 50);
     struct stat sb;
     assert_int_equal(stat(sg_runner_log_path(f.r, id), &sb), 0);
@@ -810,6 +843,7 @@ static void test_execd_log_cap_and_backpressure(void **state)
     assert_int_equal(n, total);
     assert_memory_equal(all, x.bytes[1], total);
     free(all);
+    assert_true(stats(&f).read_pauses > 0); /* the backpressure path really ran */
     run_free(&x);
     fx_close(&f);
 }
@@ -829,15 +863,16 @@ static void test_execd_record_expiry_and_eviction(void **state)
     snprintf(path, sizeof(path), "%s", sg_runner_log_path(f.r, id));
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
-    assert_int_equal(sg_runner_records(f.r), 1);
-    for (int i = 0; i < 600 && sg_runner_records(f.r) > 0; i++) spin_ms(&f, 100);
-    assert_int_equal(sg_runner_records(f.r), 0);
+    assert_int_equal(n_records(&f), 1);
+    for (int i = 0; i < 600 && n_records(&f) > 0; i++) spin_ms(&f, 100);
+    assert_int_equal(n_records(&f), 0);
     spin_ms(&f, 20);
     assert_int_equal(stat(path, &sb), -1);
     assert_int_equal(errno, ENOENT);
     sg_run_status_t st;
     assert_int_equal(sg_runner_status(f.r, id, &st, NULL), SG_ENOTFOUND);
-    assert_int_equal(sg_runner_live(f.r), 0);
+    assert_int_equal(n_live(&f), 0);
+    assert_int_equal(stats(&f).expired, 1);
     run_free(&x);
     fx_close(&f);
 
@@ -852,6 +887,7 @@ static void test_execd_record_expiry_and_eviction(void **state)
     run_cmd(&f, "true", &x, c);
     run_free(&x);
     assert_int_equal(sg_runner_status(f.r, a, &st, NULL), SG_ENOTFOUND);
+    assert_int_equal(stats(&f).evicted, 1);
     assert_int_equal(sg_runner_status(f.r, b, &st, NULL), 0);
     assert_int_equal(sg_runner_status(f.r, c, &st, NULL), 0);
     run_t y, z;
@@ -992,6 +1028,46 @@ static void test_execd_child_signal_state(void **state)
     fx_close(&f);
 }
 
+static void test_execd_uid_gid(void **state)
+{
+    (void)state;
+    if (getuid() != 0) skip();
+    fx_t f;
+    fx_open(&f, NULL);
+    run_t x;
+    char id[SG_RUN_ID_LEN + 1], s[256];
+    /* uid only: primary gid from passwd, supplementary groups cleared. */
+    sg_run_req_t req = {.command = "id -u; id -g; id -G", .cwd = "/", .has_uid = 1,
+                        .uid = 65534};
+    struct passwd *pw = getpwuid(65534);
+    if (!pw) skip();
+    char want[128];
+    snprintf(want, sizeof(want), "65534|%u|%u", (unsigned)pw->pw_gid, (unsigned)pw->pw_gid);
+    start_ok(&f, &req, &x, id);
+    spin_until(&f, &x.done);
+    joined(&x, SG_RUN_STDOUT, s, sizeof(s));
+    assert_string_equal(s, want);
+    run_free(&x);
+    /* Explicit gid. */
+    sg_run_req_t req2 = {.command = "id -u; id -g", .cwd = "/", .has_uid = 1, .uid = 65534,
+                         .has_gid = 1, .gid = 4242};
+    start_ok(&f, &req2, &x, id);
+    spin_until(&f, &x.done);
+    joined(&x, SG_RUN_STDOUT, s, sizeof(s));
+    assert_string_equal(s, "65534|4242");
+    run_free(&x);
+    /* Unknown uid without gid: start error with a record. */
+    sg_run_cbs_t cb = cbs_for(&x);
+    sg_run_err_t err;
+    sg_run_req_t req3 = {.command = "true", .has_uid = 1, .uid = 3999999};
+    assert_int_equal(sg_runner_start(f.r, &req3, &cb, id, &err), UV_EINVAL);
+    assert_string_equal(err.msg, "user: unknown userid 3999999");
+    sg_run_status_t st;
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.exit_code, 255);
+    fx_close(&f);
+}
+
 static void test_execd_grace_and_close(void **state)
 {
     (void)state;
@@ -1004,7 +1080,7 @@ static void test_execd_grace_and_close(void **state)
     assert_int_equal(x.res.exit_code, 0);
     int gpid = atoi(x.lines[0].text);
     assert_false(pid_dead(gpid)); /* left running, as Go leaves it */
-    assert_int_equal(sg_runner_live(f.r), 1);
+    assert_int_equal(n_live(&f), 1);
     run_free(&x);
 
     /* Still running at close: a foreground and a background command. */
@@ -1043,6 +1119,7 @@ int main(void)
         cmocka_unit_test(test_execd_record_expiry_and_eviction),
         cmocka_unit_test(test_execd_sessions),
         cmocka_unit_test(test_execd_child_signal_state),
+        cmocka_unit_test(test_execd_uid_gid),
         cmocka_unit_test(test_execd_grace_and_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
