@@ -43,7 +43,7 @@ enum { T_NONE, T_TIMEOUT, T_KILL, T_EOF };
 typedef struct split {
     char *buf;
     size_t len;
-    int pending_cr; /* last byte seen was '\r': a following '\n' belongs to it */
+    int pending_cr;  /* last byte seen was '\r': a following '\n' belongs to it */
     int after_piece; /* the last emission was a max_line piece: a terminator now ends it */
 } split_t;
 
@@ -58,7 +58,7 @@ typedef struct cmd cmd_t;
 
 struct cmd {
     sg_runner_t *r;
-    cmd_t *prev, *next; /* r->cmds: every object not yet freed */
+    cmd_t *prev, *next;   /* r->cmds: every object not yet freed */
     cmd_t *tprev, *tnext; /* r->recs: the record table */
     char id[SG_RUN_SID_LEN + 1];
     char *content;
@@ -88,7 +88,7 @@ struct cmd {
     /* background log */
     int log_fd;
     char *log_path;
-    uint64_t log_size; /* bytes accepted (on disk + in memory) */
+    uint64_t log_size;    /* bytes accepted (on disk + in memory) */
     uint64_t log_written; /* bytes confirmed on disk */
     int log_trunc, log_err;
     char *pend, *infl;
@@ -167,6 +167,7 @@ static int set_err(sg_run_err_t *err, int code, const char *fmt, ...)
 const char *sg_runner_signame(int sig)
 {
     /* Go's syscall signal strings on Linux. */
+    /* clang-format off */
     static const char *names[] = {
         NULL, "hangup", "interrupt", "quit", "illegal instruction", "trace/breakpoint trap",
         "aborted", "bus error", "floating point exception", "killed", "user defined signal 1",
@@ -176,6 +177,7 @@ const char *sg_runner_signame(int sig)
         "CPU time limit exceeded", "file size limit exceeded", "virtual timer expired",
         "profiling timer expired", "window changed", "I/O possible", "power failure",
         "bad system call"};
+    /* clang-format on */
     if (sig > 0 && sig < (int)SG_ARRAY_SIZE(names)) return names[sig];
     return NULL;
 }
@@ -190,8 +192,10 @@ static char *look_path(const char *name)
         const char *e = strchr(p, ':');
         size_t n = e ? (size_t)(e - p) : strlen(p);
         char cand[4096];
-        if (n == 0) snprintf(cand, sizeof(cand), "./%s", name);
-        else snprintf(cand, sizeof(cand), "%.*s/%s", (int)n, p, name);
+        if (n == 0)
+            snprintf(cand, sizeof(cand), "./%s", name);
+        else
+            snprintf(cand, sizeof(cand), "%.*s/%s", (int)n, p, name);
         struct stat st;
         if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
             return sg_xstrdup(cand);
@@ -232,18 +236,21 @@ static char **build_env(char **base, const sg_run_env_t *envs, size_t n)
 {
     size_t nb = 0;
     if (base)
-        while (base[nb]) nb++;
+        while (base[nb])
+            nb++;
     char **out = sg_xcalloc(nb + n + 1, sizeof(char *));
     size_t k = 0;
     for (size_t i = 0; i < nb; i++) {
         int dup = 0;
-        for (size_t j = 0; j < n && !dup; j++) dup = env_key_eq(base[i], envs[j].key);
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = env_key_eq(base[i], envs[j].key);
         if (!dup) out[k++] = sg_xstrdup(base[i]);
     }
     for (size_t j = 0; j < n; j++) {
         /* A later duplicate key wins, like a map. */
         int later = 0;
-        for (size_t m = j + 1; m < n && !later; m++) later = strcmp(envs[j].key, envs[m].key) == 0;
+        for (size_t m = j + 1; m < n && !later; m++)
+            later = strcmp(envs[j].key, envs[m].key) == 0;
         if (later) continue;
         size_t len = strlen(envs[j].key) + strlen(envs[j].value) + 2;
         out[k] = sg_xmalloc(len);
@@ -257,7 +264,8 @@ static char **build_env(char **base, const sg_run_env_t *envs, size_t n)
 static void free_env(char **env)
 {
     if (!env) return;
-    for (size_t i = 0; env[i]; i++) free(env[i]);
+    for (size_t i = 0; env[i]; i++)
+        free(env[i]);
     free(env);
 }
 
@@ -272,8 +280,7 @@ static int is_dir(const char *p)
 static void emit_line(cmd_t *c, int s, const char *text, size_t len)
 {
     if (c->cbs_off || !c->cbs.on_line) return;
-    c->cbs.on_line(c->cbs.ud, c->session_run ? SG_RUN_STDOUT : (sg_run_stream_t)(s + 1), text,
-                   len);
+    c->cbs.on_line(c->cbs.ud, c->session_run ? SG_RUN_STDOUT : (sg_run_stream_t)(s + 1), text, len);
 }
 
 /* Where to end a max_line piece so it does not stop inside a UTF-8 sequence (the HTTP layer
@@ -282,11 +289,14 @@ static void emit_line(cmd_t *c, int s, const char *text, size_t len)
 static size_t utf8_cut(const char *b, size_t len)
 {
     size_t i = len;
-    while (i > 0 && len - i < 3 && ((unsigned char)b[i - 1] & 0xC0) == 0x80) i--;
+    while (i > 0 && len - i < 3 && ((unsigned char)b[i - 1] & 0xC0) == 0x80)
+        i--;
     if (i == 0) return len;
     unsigned char lead = (unsigned char)b[i - 1];
-    size_t need = lead >= 0xF0 && lead <= 0xF7 ? 4 : lead >= 0xE0 && lead <= 0xEF ? 3
-                  : lead >= 0xC2 && lead <= 0xDF ? 2 : 0;
+    size_t need = lead >= 0xF0 && lead <= 0xF7   ? 4
+                  : lead >= 0xE0 && lead <= 0xEF ? 3
+                  : lead >= 0xC2 && lead <= 0xDF ? 2
+                                                 : 0;
     if (need && (i - 1) + need > len && i - 1 > 0) return i - 1;
     return len;
 }
@@ -305,8 +315,10 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
                 i++;
                 continue;
             }
-            if (sp->len > 0) emit_line(c, s, sp->buf, sp->len);
-            else if (!sp->after_piece) emit_line(c, s, "\n", 1);
+            if (sp->len > 0)
+                emit_line(c, s, sp->buf, sp->len);
+            else if (!sp->after_piece)
+                emit_line(c, s, "\n", 1);
             sp->len = 0;
             sp->after_piece = 0;
             sp->pending_cr = ch == '\r';
@@ -316,7 +328,8 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
         sp->pending_cr = 0;
         /* A run of text up to the next terminator or the end of data. */
         size_t j = i;
-        while (j < n && data[j] != '\n' && data[j] != '\r') j++;
+        while (j < n && data[j] != '\n' && data[j] != '\r')
+            j++;
         const char *p = data + i;
         size_t run = j - i;
         while (run > 0) {
@@ -384,8 +397,8 @@ static void log_kick(cmd_t *c)
         c->pend_len = 0;
     }
     uv_buf_t b = uv_buf_init(c->infl + c->infl_done, (unsigned)(c->infl_len - c->infl_done));
-    int rc = uv_fs_write(c->r->loop, &c->wreq, c->log_fd, &b, 1, (int64_t)c->log_written,
-                         log_write_cb);
+    int rc =
+        uv_fs_write(c->r->loop, &c->wreq, c->log_fd, &b, 1, (int64_t)c->log_written, log_write_cb);
     if (rc < 0) {
         c->log_err = rc;
         return;
@@ -435,7 +448,8 @@ static void log_append(cmd_t *c, const char *data, size_t n)
     c->r->stats.log_bytes += take;
     if (c->pend_len + take > c->pend_cap) {
         size_t nc = c->pend_cap ? c->pend_cap : 16384;
-        while (nc < c->pend_len + take) nc *= 2;
+        while (nc < c->pend_len + take)
+            nc *= 2;
         c->pend = sg_xrealloc(c->pend, nc);
         c->pend_cap = nc;
     }
@@ -453,9 +467,12 @@ static size_t log_copy_mem(cmd_t *c, uint64_t from, uint64_t to, char *dst)
     size_t inmem_infl = c->infl_len - c->infl_done;
     for (uint64_t o = from; o < to; o++) {
         uint64_t idx = o - c->log_written;
-        if (idx < inmem_infl) dst[n++] = c->infl[c->infl_done + idx];
-        else if (idx - inmem_infl < c->pend_len) dst[n++] = c->pend[idx - inmem_infl];
-        else break;
+        if (idx < inmem_infl)
+            dst[n++] = c->infl[c->infl_done + idx];
+        else if (idx - inmem_infl < c->pend_len)
+            dst[n++] = c->pend[idx - inmem_infl];
+        else
+            break;
     }
     return n;
 }
@@ -488,8 +505,8 @@ static void log_read_cb(uv_fs_t *req)
                 /* Writes landed while we read: the next bytes are on disk now. */
                 lr->want = (size_t)SG_MIN((uint64_t)(lr->room - lr->got), c->log_written - pos);
                 uv_buf_t b = uv_buf_init(lr->buf + lr->got, (unsigned)lr->want);
-                int rc = uv_fs_read(c->r->loop, &lr->fs, c->log_fd, &b, 1, (int64_t)pos,
-                                    log_read_cb);
+                int rc =
+                    uv_fs_read(c->r->loop, &lr->fs, c->log_fd, &b, 1, (int64_t)pos, log_read_cb);
                 if (rc == 0) {
                     c->reqs++;
                     return;
@@ -503,8 +520,10 @@ static void log_read_cb(uv_fs_t *req)
     }
     if (c->r->closing) err = SG_ECLOSED;
     c->hold++;
-    if (err) lr->cb(lr->ud, err, NULL, 0, lr->cursor);
-    else lr->cb(lr->ud, 0, lr->buf, lr->got, lr->cursor + lr->got);
+    if (err)
+        lr->cb(lr->ud, err, NULL, 0, lr->cursor);
+    else
+        lr->cb(lr->ud, 0, lr->buf, lr->got, lr->cursor + lr->got);
     c->hold--;
     free(lr->buf);
     free(lr);
@@ -519,7 +538,10 @@ static void rec_release(cmd_t *c);
 static void cmd_free(cmd_t *c)
 {
     sg_runner_t *r = c->r;
-    if (c->prev) c->prev->next = c->next; else r->cmds = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->cmds = c->next;
     if (c->next) c->next->prev = c->prev;
     r->nlive--;
     if (c->log_fd >= 0) {
@@ -598,7 +620,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (!c->done) {
             c->hold++;
             if (!c->cbs_off && c->cbs.on_chunk)
-                c->cbs.on_chunk(c->cbs.ud, c->session_run ? SG_RUN_STDOUT : (sg_run_stream_t)(s + 1),
+                c->cbs.on_chunk(c->cbs.ud,
+                                c->session_run ? SG_RUN_STDOUT : (sg_run_stream_t)(s + 1),
                                 buf->base, n, c->off[s], c->comb_off);
             c->off[s] += n;
             c->comb_off += n;
@@ -621,8 +644,10 @@ static void pipes_pause(cmd_t *c, int pause)
     for (int s = 0; s < 2; s++) {
         if (!c->pipe_open[s]) continue;
         if (pause && !c->paused) c->r->stats.read_pauses++;
-        if (pause) uv_read_stop((uv_stream_t *)&c->pipes[s]);
-        else uv_read_start((uv_stream_t *)&c->pipes[s], on_alloc, on_read);
+        if (pause)
+            uv_read_stop((uv_stream_t *)&c->pipes[s]);
+        else
+            uv_read_start((uv_stream_t *)&c->pipes[s], on_alloc, on_read);
     }
     c->paused = pause;
 }
@@ -639,9 +664,7 @@ static void on_timer(uv_timer_t *t)
         c->timed_out = 1;
         kill_group(c, SIGKILL);
         break;
-    case T_KILL:
-        kill_group(c, SIGKILL);
-        break;
+    case T_KILL: kill_group(c, SIGKILL); break;
     case T_EOF:
         if (c->paused) {
             /* Our own log backpressure is holding the pipes, not a grandchild: wait more. */
@@ -652,8 +675,7 @@ static void on_timer(uv_timer_t *t)
         if (!c->done) cmd_finish(c);
         cmd_maybe_free(c);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -673,12 +695,16 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
         c->exit_code = -1;
         c->term_signal = sig;
         const char *nm = sg_runner_signame(sig);
-        if (nm) snprintf(c->error, sizeof(c->error), "signal: %s", nm);
-        else snprintf(c->error, sizeof(c->error), "signal %d", sig);
+        if (nm)
+            snprintf(c->error, sizeof(c->error), "signal: %s", nm);
+        else
+            snprintf(c->error, sizeof(c->error), "signal %d", sig);
     } else {
         c->exit_code = (int)status;
-        if (status) snprintf(c->error, sizeof(c->error), "exit status %d", (int)status);
-        else c->error[0] = '\0';
+        if (status)
+            snprintf(c->error, sizeof(c->error), "exit status %d", (int)status);
+        else
+            c->error[0] = '\0';
     }
     c->proc_open = 0;
     uv_close((uv_handle_t *)p, on_handle_closed);
@@ -689,8 +715,10 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     }
     if (c->timer_open) uv_timer_stop(&c->timer);
     c->timer_kind = T_NONE;
-    if (c->pipe_eof[0] && c->pipe_eof[1]) cmd_finish(c);
-    else arm_timer(c, T_EOF, c->r->cfg.eof_grace_ms);
+    if (c->pipe_eof[0] && c->pipe_eof[1])
+        cmd_finish(c);
+    else
+        arm_timer(c, T_EOF, c->r->cfg.eof_grace_ms);
     cmd_maybe_free(c);
 }
 
@@ -822,7 +850,10 @@ static int cmd_spawn(cmd_t *c, const spawn_args_t *a, sg_run_err_t *err)
     c->proc.data = c;
     rc = uv_spawn(loop, &c->proc, &o);
     if (rc < 0) {
-        set_err(err, rc, "fork/exec %s: %s", a->file, uv_strerror(rc));
+        if (a->cwd && !is_dir(a->cwd)) /* the child's chdir failed, not the exec */
+            set_err(err, rc, "chdir %s: %s", a->cwd, uv_strerror(rc));
+        else
+            set_err(err, rc, "fork/exec %s: %s", a->file, uv_strerror(rc));
         /* uv_spawn failures leave an initialized handle that must be closed (process.rst). */
         c->nhandles++;
         uv_close((uv_handle_t *)&c->proc, on_handle_closed);
@@ -864,7 +895,10 @@ static void rec_add(sg_runner_t *r, cmd_t *c)
     c->in_table = 1;
     sg_tentry_init(&c->ttl, rec_expire_cb);
     c->tprev = r->recs_tail;
-    if (r->recs_tail) r->recs_tail->tnext = c; else r->recs = c;
+    if (r->recs_tail)
+        r->recs_tail->tnext = c;
+    else
+        r->recs = c;
     r->recs_tail = c;
     r->nrecs++;
 }
@@ -876,8 +910,14 @@ static void rec_release(cmd_t *c)
     if (c->released) return;
     c->released = 1;
     if (c->in_table) {
-        if (c->tprev) c->tprev->tnext = c->tnext; else r->recs = c->tnext;
-        if (c->tnext) c->tnext->tprev = c->tprev; else r->recs_tail = c->tprev;
+        if (c->tprev)
+            c->tprev->tnext = c->tnext;
+        else
+            r->recs = c->tnext;
+        if (c->tnext)
+            c->tnext->tprev = c->tprev;
+        else
+            r->recs_tail = c->tprev;
         c->tprev = c->tnext = NULL;
         r->nrecs--;
     }
@@ -933,8 +973,8 @@ int sg_runner_start(sg_runner_t *r, const sg_run_req_t *req, const sg_run_cbs_t 
         log_path = sg_xmalloc(n);
         snprintf(log_path, n, "%s/%s.output", r->log_dir, id);
         uv_fs_t fr;
-        log_fd = uv_fs_open(NULL, &fr, log_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600,
-                            NULL);
+        log_fd =
+            uv_fs_open(NULL, &fr, log_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600, NULL);
         uv_fs_req_cleanup(&fr);
         if (log_fd < 0) {
             int rc = set_err(err, log_fd, "error running commands open %s: %s", log_path,
@@ -1122,7 +1162,7 @@ static const char SESSION_SCRIPT[] =
     "exec 2>&1\n"
     "__sg_E=$1 __sg_C=$2 __sg_cmd=$3 __sg_own=$4\n"
     "shift 4\n"
-    "if [ -r \"$__sg_E\" ]; then . \"$__sg_E\"; fi\n"
+    "if [ -r \"$__sg_E\" ]; then . \"$__sg_E\" 2>/dev/null; fi\n"
     "if [ -z \"$__sg_own\" ] && [ -r \"$__sg_C\" ]; then\n"
     "  IFS= read -r __sg_d < \"$__sg_C\" && cd -- \"$__sg_d\" 2>/dev/null\n"
     "fi\n"
@@ -1246,7 +1286,10 @@ int sg_runner_session_run(sg_runner_t *r, const char *sid, const char *command, 
 
 static void sess_free(sg_runner_t *r, session_t *s, int remove_files)
 {
-    if (s->prev) s->prev->next = s->next; else r->sessions = s->next;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        r->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     r->nsessions--;
     if (s->run) {
@@ -1339,9 +1382,11 @@ void sg_runner_close(sg_runner_t *r, void (*cb)(void *ud), void *ud)
     r->closing = 1;
     r->close_cb = cb;
     r->close_ud = ud;
-    while (r->sessions) sess_free(r, r->sessions, 0);
+    while (r->sessions)
+        sess_free(r, r->sessions, 0);
     /* Walk a snapshot: rec_release may free objects. Every object is pinned first. */
-    for (cmd_t *c = r->cmds; c; c = c->next) c->hold++;
+    for (cmd_t *c = r->cmds; c; c = c->next)
+        c->hold++;
     cmd_t *c = r->cmds;
     while (c) {
         cmd_t *next = c->next;
@@ -1352,8 +1397,7 @@ void sg_runner_close(sg_runner_t *r, void (*cb)(void *ud), void *ud)
             free(w);
         }
         /* Running groups, and finished ones whose grandchildren still hold the pipes. */
-        if (c->spawned && (!c->done || c->pipe_open[0] || c->pipe_open[1]))
-            kill_group(c, SIGKILL);
+        if (c->spawned && (!c->done || c->pipe_open[0] || c->pipe_open[1])) kill_group(c, SIGKILL);
         close_timer(c);
         if (c->exited || !c->spawned) c->done = 1;
         rec_release(c);

@@ -84,22 +84,22 @@
 
 #include "sandgate/common.h"
 
-#define SG_RUN_ID_LEN 32 /* command ids: 32 lowercase hex chars */
+#define SG_RUN_ID_LEN  32 /* command ids: 32 lowercase hex chars */
 #define SG_RUN_SID_LEN 36 /* session ids: 8-4-4-4-12 hex, like Go's uuid.String() */
 
 typedef struct sg_runner sg_runner_t;
 
 typedef struct sg_runner_cfg {
-    const char *log_dir; /* background logs and session state; NULL = $TMPDIR or /tmp */
-    const char *shell; /* NULL = bash from PATH, else sh from PATH; else this path, run "-c" */
-    size_t max_line; /* 64 KiB */
-    uint64_t log_cap; /* 64 MiB, per command */
-    size_t log_buf; /* 256 KiB of log bytes waiting for the disk, per command */
-    uint64_t eof_grace_ms; /* 100: wait for pipe EOF after the shell exited */
+    const char *log_dir;    /* background logs and session state; NULL = $TMPDIR or /tmp */
+    const char *shell;      /* NULL = bash from PATH, else sh from PATH; else this path, run "-c" */
+    size_t max_line;        /* 64 KiB */
+    uint64_t log_cap;       /* 64 MiB, per command */
+    size_t log_buf;         /* 256 KiB of log bytes waiting for the disk, per command */
+    uint64_t eof_grace_ms;  /* 100: wait for pipe EOF after the shell exited */
     uint64_t kill_grace_ms; /* 3000: SIGTERM -> SIGKILL on interrupt */
     uint64_t record_ttl_ms; /* 1 h */
-    size_t max_records; /* 1024 */
-    size_t max_sessions; /* 256 */
+    size_t max_records;     /* 1024 */
+    size_t max_sessions;    /* 256 */
     uint64_t session_timeout_ms; /* 24 h: default run timeout in a session */
 } sg_runner_cfg_t;
 /* Zero fields take the defaults above. */
@@ -107,20 +107,20 @@ typedef struct sg_runner_cfg {
 typedef enum { SG_RUN_STDOUT = 1, SG_RUN_STDERR = 2 } sg_run_stream_t;
 
 typedef struct sg_run_result {
-    const char *id; /* command id, or the session id for a session run */
-    int exit_code; /* N, or -1 for a signal death */
-    int term_signal; /* 0, or the signal that killed the process */
-    const char *error; /* "" for exit 0, "exit status N", "signal: killed", ... */
-    int timed_out; /* the timeout fired */
-    int interrupted; /* sg_runner_interrupt / session delete asked for it */
+    const char *id;      /* command id, or the session id for a session run */
+    int exit_code;       /* N, or -1 for a signal death */
+    int term_signal;     /* 0, or the signal that killed the process */
+    const char *error;   /* "" for exit 0, "exit status N", "signal: killed", ... */
+    int timed_out;       /* the timeout fired */
+    int interrupted;     /* sg_runner_interrupt / session delete asked for it */
     uint64_t started_ns; /* wall clock (CLOCK_REALTIME), for RFC3339Nano */
     uint64_t finished_ns;
     uint64_t exec_ms; /* monotonic, start to completion */
 } sg_run_result_t;
 
 typedef struct sg_run_cbs {
-    void (*on_chunk)(void *ud, sg_run_stream_t s, const char *data, size_t len,
-                     uint64_t stream_off, uint64_t combined_off);
+    void (*on_chunk)(void *ud, sg_run_stream_t s, const char *data, size_t len, uint64_t stream_off,
+                     uint64_t combined_off);
     void (*on_line)(void *ud, sg_run_stream_t s, const char *text, size_t len);
     void (*on_done)(void *ud, const sg_run_result_t *res);
     void *ud;
@@ -133,9 +133,9 @@ typedef struct sg_run_env {
 
 typedef struct sg_run_req {
     const char *command; /* required, non-empty */
-    const char *cwd; /* NULL = the agent's cwd; must be an existing directory */
+    const char *cwd;     /* NULL = the agent's cwd; must be an existing directory */
     int background;
-    uint64_t timeout_ms; /* 0 = none */
+    uint64_t timeout_ms;  /* 0 = none */
     int has_uid, has_gid; /* gid requires uid */
     uint32_t uid, gid;
     const sg_run_env_t *envs;
@@ -156,7 +156,10 @@ void sg_runner_close(sg_runner_t *r, void (*cb)(void *ud), void *ud);
  *  SG_EINVAL    validation error, nothing created. msg e.g. "invalid request, validation error
  *               working directory does not exist: /x", "uid is required when gid is provided".
  *  SG_ETOOBIG   the record table is full of running commands.
- *  other < 0    start failure (missing shell, bad uid, spawn error): id_out is valid and a
+ *  SG_ECLOSED   the engine is closing.
+ *  other < 0 with id_out ""  the background log file could not be created ("error running
+ *               commands open ...", Go's 500 RUNTIME_ERROR before any event); nothing created.
+ *  other < 0 with id_out set  start failure (missing shell, bad uid, spawn error): a
  *               finished record exists (exit_code 255, error = msg, like Go's background
  *               start failure); msg is Go-like, e.g. "fork/exec /no/sh: no such file or
  *               directory" or `exec: "sh": executable file not found in $PATH`. No callbacks. */
@@ -165,7 +168,7 @@ int sg_runner_start(sg_runner_t *r, const sg_run_req_t *req, const sg_run_cbs_t 
 
 /* DELETE /command?id=: SIGTERM then SIGKILL (commands), or kill the run and delete the session
  * (session ids). done (optional) is called once the command completed (after its on_done), or
- * right away from the loop for a session without a run. Errors (no callback):
+ * before this returns for a session with no run in progress. Errors (no callback):
  *   SG_ENOTFOUND "error interruptting code context. no such session"
  *   SG_EINVAL    "error interruptting code context. command session <id> is not running" */
 int sg_runner_interrupt(sg_runner_t *r, const char *id, void (*done)(void *ud), void *ud,
@@ -182,10 +185,10 @@ typedef struct sg_run_status {
     int has_exit; /* exit_code and error are meaningful */
     int exit_code;
     int term_signal;
-    const char *error; /* "" when none; same lifetime as content */
+    const char *error;                /* "" when none; same lifetime as content */
     uint64_t started_ns, finished_ns; /* finished_ns 0 while running */
-    uint64_t log_size; /* bytes accepted into the log (background) */
-    int log_truncated; /* the cap dropped bytes */
+    uint64_t log_size;                /* bytes accepted into the log (background) */
+    int log_truncated;                /* the cap dropped bytes */
 } sg_run_status_t;
 
 /* GET /command/status/{id}. SG_ENOTFOUND "command not found: <id>". */
@@ -219,12 +222,12 @@ int sg_runner_session_delete(sg_runner_t *r, const char *sid, sg_run_err_t *err)
 
 /* Counters for /metrics and tests. */
 typedef struct sg_runner_stats {
-    size_t live; /* command objects alive: running, draining or closing */
+    size_t live;    /* command objects alive: running, draining or closing */
     size_t records; /* entries in the record table */
     size_t sessions;
-    uint64_t read_pauses; /* times a command's pipes were paused for log backpressure */
+    uint64_t read_pauses;      /* times a command's pipes were paused for log backpressure */
     uint64_t expired, evicted; /* records removed by TTL / by the table bound */
-    uint64_t log_bytes; /* bytes accepted into log files */
+    uint64_t log_bytes;        /* bytes accepted into log files */
 } sg_runner_stats_t;
 void sg_runner_get_stats(const sg_runner_t *r, sg_runner_stats_t *out);
 

@@ -57,8 +57,7 @@ typedef struct fx {
     int closed;
 } fx_t;
 
-static void on_chunk(void *ud, sg_run_stream_t s, const char *d, size_t n, uint64_t so,
-                     uint64_t co)
+static void on_chunk(void *ud, sg_run_stream_t s, const char *d, size_t n, uint64_t so, uint64_t co)
 {
     run_t *x = ud;
     if (so != x->blen[s] || co != x->comb) x->chunk_off_ok = 0;
@@ -112,7 +111,8 @@ static sg_run_cbs_t cbs_for(run_t *x)
 
 static void run_free(run_t *x)
 {
-    for (size_t i = 0; i < x->nlines; i++) free(x->lines[i].text);
+    for (size_t i = 0; i < x->nlines; i++)
+        free(x->lines[i].text);
     free(x->lines);
     free(x->bytes[1]);
     free(x->bytes[2]);
@@ -140,7 +140,8 @@ static void spin_until(fx_t *f, const int *flag)
 {
     f->expired = 0;
     uv_timer_start(&f->safety, on_safety, SAFETY_MS, 0);
-    while (!*flag && !f->expired) uv_run(&f->loop, UV_RUN_ONCE);
+    while (!*flag && !f->expired)
+        uv_run(&f->loop, UV_RUN_ONCE);
     uv_timer_stop(&f->safety);
     assert_false(f->expired);
 }
@@ -150,7 +151,8 @@ static void spin_lines(fx_t *f, run_t *x, size_t n)
 {
     f->expired = 0;
     uv_timer_start(&f->safety, on_safety, SAFETY_MS, 0);
-    while (x->nlines < n && !x->done && !f->expired) uv_run(&f->loop, UV_RUN_ONCE);
+    while (x->nlines < n && !x->done && !f->expired)
+        uv_run(&f->loop, UV_RUN_ONCE);
     uv_timer_stop(&f->safety);
     assert_true(x->nlines >= n);
 }
@@ -159,7 +161,8 @@ static void spin_bytes(fx_t *f, run_t *x, uint64_t n)
 {
     f->expired = 0;
     uv_timer_start(&f->safety, on_safety, SAFETY_MS, 0);
-    while (x->comb < n && !x->done && !f->expired) uv_run(&f->loop, UV_RUN_ONCE);
+    while (x->comb < n && !x->done && !f->expired)
+        uv_run(&f->loop, UV_RUN_ONCE);
     uv_timer_stop(&f->safety);
     assert_true(x->comb >= n);
 }
@@ -169,7 +172,8 @@ static void spin_ms(fx_t *f, uint64_t ms)
 {
     f->expired = 0;
     uv_timer_start(&f->safety, on_safety, ms, 0);
-    while (!f->expired) uv_run(&f->loop, UV_RUN_ONCE);
+    while (!f->expired)
+        uv_run(&f->loop, UV_RUN_ONCE);
 }
 
 static void fx_open(fx_t *f, const sg_runner_cfg_t *cfg)
@@ -209,8 +213,14 @@ static sg_runner_stats_t stats(fx_t *f)
     sg_runner_get_stats(f->r, &st);
     return st;
 }
-static size_t n_records(fx_t *f) { return stats(f).records; }
-static size_t n_live(fx_t *f) { return stats(f).live; }
+static size_t n_records(fx_t *f)
+{
+    return stats(f).records;
+}
+static size_t n_live(fx_t *f)
+{
+    return stats(f).live;
+}
 
 static void start_ok(fx_t *f, const sg_run_req_t *req, run_t *x, char id[SG_RUN_ID_LEN + 1])
 {
@@ -377,7 +387,8 @@ static void test_execd_long_line_pieces(void **state)
     run_cmd(&f, "head -c 1048576 /dev/zero | tr '\\0' x", &x, id);
     assert_int_equal(x.nlines, 16);
     check_pieces(&x, 1048576, 65536);
-    for (size_t i = 0; i < x.nlines; i++) assert_int_equal(x.lines[i].len, 65536);
+    for (size_t i = 0; i < x.nlines; i++)
+        assert_int_equal(x.lines[i].len, 65536);
     assert_int_equal(x.blen[1], 1048576);
     run_free(&x);
 
@@ -392,13 +403,14 @@ static void test_execd_long_line_pieces(void **state)
     run_free(&x);
 
     /* 3-byte characters: 65536 is not a multiple of 3, yet no piece splits a character. */
-    run_cmd(&f, "for i in $(seq 1 1000); do printf '%s' "
-                "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
-                "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'"
-                "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
-                "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'"
-                "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
-                "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'; done",
+    run_cmd(&f,
+            "for i in $(seq 1 1000); do printf '%s' "
+            "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+            "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'"
+            "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+            "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'"
+            "'\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"
+            "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac'; done",
             &x, id);
     assert_int_equal(x.blen[1], 90000);
     assert_true(x.nlines >= 2);
@@ -572,7 +584,9 @@ static void test_execd_validation_and_start_errors(void **state)
     /* A valid cwd is used, envs are merged over the agent's environment. */
     sg_run_env_t envs[] = {{"SG_T_A", "one"}, {"HOME", "/custom-home"}};
     sg_run_req_t ok = {.command = "pwd; echo \"$SG_T_A $HOME\"; test -n \"$PATH\" && echo path",
-                       .cwd = f.dir, .envs = envs, .n_envs = 2};
+                       .cwd = f.dir,
+                       .envs = envs,
+                       .n_envs = 2};
     start_ok(&f, &ok, &x, id);
     spin_until(&f, &x.done);
     char s[512], want[512];
@@ -649,12 +663,13 @@ static void test_execd_concurrent_no_crosstalk(void **state)
     char cmds[NCONC][160];
     for (int i = 0; i < NCONC; i++) {
         snprintf(cmds[i], sizeof(cmds[i]),
-                 "for k in 1 2 3; do echo m%d-$k; echo e%d-$k >&2; done; printf t%d; exit %d", i,
-                 i, i, i % 7);
+                 "for k in 1 2 3; do echo m%d-$k; echo e%d-$k >&2; done; printf t%d; exit %d", i, i,
+                 i, i % 7);
         sg_run_req_t req = {.command = cmds[i]};
         start_ok(&f, &req, &xs[i], ids[i]);
     }
-    for (int i = 0; i < NCONC; i++) spin_until(&f, &xs[i].done);
+    for (int i = 0; i < NCONC; i++)
+        spin_until(&f, &xs[i].done);
     for (int i = 0; i < NCONC; i++) {
         char s[256], want[256];
         joined(&xs[i], SG_RUN_STDOUT, s, sizeof(s));
@@ -665,7 +680,8 @@ static void test_execd_concurrent_no_crosstalk(void **state)
         assert_string_equal(s, want);
         assert_int_equal(xs[i].res.exit_code, i % 7);
         assert_string_equal(xs[i].id, ids[i]);
-        for (int j = 0; j < i; j++) assert_string_not_equal(ids[i], ids[j]);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(ids[i], ids[j]);
         run_free(&xs[i]);
     }
     fx_close(&f);
@@ -702,8 +718,8 @@ static void read_log(fx_t *f, const char *id, uint64_t cursor, size_t max, rd_t 
 }
 
 /* Reads from cursor until no more bytes come, appending to out. */
-static size_t read_all(fx_t *f, const char *id, uint64_t cursor, size_t max, char *out,
-                       size_t cap, uint64_t *end)
+static size_t read_all(fx_t *f, const char *id, uint64_t cursor, size_t max, char *out, size_t cap,
+                       uint64_t *end)
 {
     rd_t r = {0};
     size_t n = 0;
@@ -766,6 +782,24 @@ static void test_execd_background_log(void **state)
     assert_int_equal(st.log_truncated, 0);
     run_free(&x);
 
+    /* A read still pending when the engine closes completes with SG_ECLOSED. */
+    {
+        fx_t g;
+        fx_open(&g, NULL);
+        run_t gx;
+        char gid[SG_RUN_ID_LEN + 1];
+        sg_run_req_t greq = {.command = "echo hi", .background = 1};
+        start_ok(&g, &greq, &gx, gid);
+        spin_until(&g, &gx.done);
+        rd_t gr = {0};
+        assert_int_equal(sg_runner_log_read(g.r, gid, 0, 100, on_log, &gr, NULL), 0);
+        fx_close(&g);
+        assert_int_equal(gr.calls, 1);
+        assert_int_equal(gr.err, SG_ECLOSED);
+        free(gr.data);
+        run_free(&gx);
+    }
+
     /* Errors: a foreground id, an unknown id. */
     char fid[SG_RUN_ID_LEN + 1];
     run_cmd(&f, "echo fg", &x, fid);
@@ -820,7 +854,8 @@ static void test_execd_log_cap_and_backpressure(void **state)
     size_t n = read_all(&f, id, 0, 300, buf, sizeof(buf), &end);
     assert_int_equal(n, 1000);
     assert_int_equal(end, 1000);
-    for (size_t i = 0; i < n; i++) assert_int_equal(buf[i], 'y');
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(buf[i], 'y');
     assert_true(stats(&f).log_bytes == 1000);
     spin_ms(&f, 50);
     struct stat sb;
@@ -864,7 +899,8 @@ static void test_execd_record_expiry_and_eviction(void **state)
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(n_records(&f), 1);
-    for (int i = 0; i < 600 && n_records(&f) > 0; i++) spin_ms(&f, 100);
+    for (int i = 0; i < 600 && n_records(&f) > 0; i++)
+        spin_ms(&f, 100);
     assert_int_equal(n_records(&f), 0);
     spin_ms(&f, 20);
     assert_int_equal(stat(path, &sb), -1);
@@ -897,7 +933,7 @@ static void test_execd_record_expiry_and_eviction(void **state)
     sg_run_cbs_t cb = cbs_for(&x);
     sg_run_err_t err;
     assert_int_equal(sg_runner_start(f.r, &slp, &cb, c, &err), SG_ETOOBIG);
-    fx_close(&f); /* closing with two commands running */
+    fx_close(&f);                /* closing with two commands running */
     assert_int_equal(y.done, 0); /* no callbacks after close */
     run_free(&y);
     run_free(&z);
@@ -927,8 +963,8 @@ static void test_execd_sessions(void **state)
     assert_int_equal(stat(cwd, &sb), 0); /* created */
     run_t x;
 
-    sess_run(&f, sid, "pwd; mkdir -p sub && cd sub && export SG_FOO=bar && echo to-err >&2",
-             NULL, &x);
+    sess_run(&f, sid, "pwd; mkdir -p sub && cd sub && export SG_FOO=bar && echo to-err >&2", NULL,
+             &x);
     joined(&x, SG_RUN_STDOUT, s, sizeof(s));
     snprintf(want, sizeof(want), "%s|to-err", cwd);
     assert_string_equal(s, want);
@@ -949,7 +985,8 @@ static void test_execd_sessions(void **state)
     joined(&x, SG_RUN_STDOUT, s, sizeof(s));
     snprintf(want, sizeof(want), "[unset]|%s/sub", cwd);
     assert_string_equal(s, want);
-    for (size_t i = 0; i < x.nlines; i++) assert_null(strstr(x.lines[i].text, "__sg"));
+    for (size_t i = 0; i < x.nlines; i++)
+        assert_null(strstr(x.lines[i].text, "__sg"));
     run_free(&x);
     sess_run(&f, sid, "pwd", f.dir, &x);
     joined(&x, SG_RUN_STDOUT, s, sizeof(s));
@@ -988,6 +1025,18 @@ static void test_execd_sessions(void **state)
     assert_int_equal(sg_runner_session_delete(f.r, sid, &err), SG_ENOTFOUND);
     snprintf(want, sizeof(want), "session %s not found", sid);
     assert_string_equal(err.msg, want);
+
+    /* The session's directory vanished: a well-formed start error, no callbacks. */
+    char gone[128], sid3[SG_RUN_SID_LEN + 1];
+    snprintf(gone, sizeof(gone), "%s/gone", f.dir);
+    assert_int_equal(sg_runner_session_create(f.r, gone, sid3, &err), 0);
+    assert_int_equal(rmdir(gone), 0);
+    cb2 = cbs_for(&y);
+    assert_int_equal(sg_runner_session_run(f.r, sid3, "true", NULL, 0, &cb2, &err), UV_ENOENT);
+    snprintf(want, sizeof(want), "chdir %s: no such file or directory", gone);
+    assert_string_equal(err.msg, want);
+    spin_ms(&f, 20);
+    assert_int_equal(y.done, 0);
 
     /* Interrupt by session id deletes the session (no run: done right away). */
     assert_int_equal(sg_runner_interrupt(f.r, sid2, on_waiter, &y, &err), 0);
@@ -1037,8 +1086,7 @@ static void test_execd_uid_gid(void **state)
     run_t x;
     char id[SG_RUN_ID_LEN + 1], s[256];
     /* uid only: primary gid from passwd, supplementary groups cleared. */
-    sg_run_req_t req = {.command = "id -u; id -g; id -G", .cwd = "/", .has_uid = 1,
-                        .uid = 65534};
+    sg_run_req_t req = {.command = "id -u; id -g; id -G", .cwd = "/", .has_uid = 1, .uid = 65534};
     struct passwd *pw = getpwuid(65534);
     if (!pw) skip();
     char want[128];
@@ -1049,8 +1097,12 @@ static void test_execd_uid_gid(void **state)
     assert_string_equal(s, want);
     run_free(&x);
     /* Explicit gid. */
-    sg_run_req_t req2 = {.command = "id -u; id -g", .cwd = "/", .has_uid = 1, .uid = 65534,
-                         .has_gid = 1, .gid = 4242};
+    sg_run_req_t req2 = {.command = "id -u; id -g",
+                         .cwd = "/",
+                         .has_uid = 1,
+                         .uid = 65534,
+                         .has_gid = 1,
+                         .gid = 4242};
     start_ok(&f, &req2, &x, id);
     spin_until(&f, &x.done);
     joined(&x, SG_RUN_STDOUT, s, sizeof(s));
