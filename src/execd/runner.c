@@ -109,6 +109,7 @@ struct sg_runner {
     uv_loop_t *loop;
     sg_runner_cfg_t cfg;
     char *log_dir, *shell;
+    sg_run_env_t *extra_env; /* deep copy of cfg.extra_env */
     cmd_t *cmds;
     cmd_t *recs, *recs_tail;
     size_t nrecs, nlive;
@@ -641,9 +642,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 static void pipes_pause(cmd_t *c, int pause)
 {
+    if (pause && !c->paused) c->r->stats.read_pauses++;
     for (int s = 0; s < 2; s++) {
         if (!c->pipe_open[s]) continue;
-        if (pause && !c->paused) c->r->stats.read_pauses++;
         if (pause)
             uv_read_stop((uv_stream_t *)&c->pipes[s]);
         else
@@ -1006,7 +1007,9 @@ int sg_runner_start(sg_runner_t *r, const sg_run_req_t *req, const sg_run_cbs_t 
         return rc;
     }
     char *args[] = {shell, "-c", (char *)req->command, NULL};
-    char **env = build_env(environ, req->envs, req->n_envs);
+    char **base = r->extra_env ? build_env(environ, r->cfg.extra_env, r->cfg.n_extra_env) : NULL;
+    char **env = build_env(base ? base : environ, req->envs, req->n_envs);
+    free_env(base);
     spawn_args_t a = {
         .file = shell,
         .args = args,
@@ -1265,7 +1268,8 @@ int sg_runner_session_run(sg_runner_t *r, const char *sid, const char *command, 
     args[k] = NULL;
     /* After the first run the env file is the whole environment, so unsets persist. */
     char *empty[] = {NULL};
-    char **env = access(s->envf, R_OK) == 0 ? empty : environ;
+    char **base = r->extra_env ? build_env(environ, r->cfg.extra_env, r->cfg.n_extra_env) : NULL;
+    char **env = access(s->envf, R_OK) == 0 ? empty : base ? base : environ;
     spawn_args_t a = {
         .file = shell,
         .args = args,
@@ -1276,6 +1280,7 @@ int sg_runner_session_run(sg_runner_t *r, const char *sid, const char *command, 
     };
     rc = cmd_spawn(c, &a, err);
     free(shell);
+    free_env(base);
     if (rc < 0) {
         s->run = NULL;
         c->sess = NULL;
@@ -1318,6 +1323,8 @@ int sg_runner_session_delete(sg_runner_t *r, const char *sid, sg_run_err_t *err)
 
 /* ---- engine ------------------------------------------------------------------------------ */
 
+static void free_extra_env(sg_runner_t *r);
+
 int sg_runner_open(uv_loop_t *loop, const sg_runner_cfg_t *cfg, sg_runner_t **out)
 {
     sg_runner_t *r = sg_xcalloc(1, sizeof(*r));
@@ -1339,11 +1346,20 @@ int sg_runner_open(uv_loop_t *loop, const sg_runner_cfg_t *cfg, sg_runner_t **ou
     r->cfg.log_dir = r->log_dir;
     r->shell = r->cfg.shell ? sg_xstrdup(r->cfg.shell) : NULL;
     r->cfg.shell = r->shell;
+    if (r->cfg.n_extra_env) {
+        r->extra_env = sg_xcalloc(r->cfg.n_extra_env, sizeof(sg_run_env_t));
+        for (size_t i = 0; i < r->cfg.n_extra_env; i++) {
+            r->extra_env[i].key = sg_xstrdup(r->cfg.extra_env[i].key);
+            r->extra_env[i].value = sg_xstrdup(r->cfg.extra_env[i].value);
+        }
+    }
+    r->cfg.extra_env = r->extra_env;
     if (getrandom(r->seed, sizeof(r->seed), 0) != (ssize_t)sizeof(r->seed)) {
         int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
         ssize_t n = fd >= 0 ? read(fd, r->seed, sizeof(r->seed)) : -1;
         if (fd >= 0) close(fd);
         if (n != (ssize_t)sizeof(r->seed)) {
+            free_extra_env(r);
             free(r->log_dir);
             free(r->shell);
             free(r);
@@ -1360,10 +1376,20 @@ int sg_runner_open(uv_loop_t *loop, const sg_runner_cfg_t *cfg, sg_runner_t **ou
     return 0;
 }
 
+static void free_extra_env(sg_runner_t *r)
+{
+    for (size_t i = 0; r->extra_env && i < r->cfg.n_extra_env; i++) {
+        free((char *)r->extra_env[i].key);
+        free((char *)r->extra_env[i].value);
+    }
+    free(r->extra_env);
+}
+
 static void engine_maybe_free(sg_runner_t *r)
 {
     if (!r->closing || r->nlive || r->ttl_open) return;
     if (r->close_cb) r->close_cb(r->close_ud);
+    free_extra_env(r);
     free(r->log_dir);
     free(r->shell);
     free(r);

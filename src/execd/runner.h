@@ -13,7 +13,8 @@
  * the agent (a dead HTTP peer must not kill it). uid/gid: libuv's setuid/setgid with
  * supplementary groups cleared; with uid but no gid the user's primary gid comes from the
  * passwd database (a blocking getpwuid_r, like Go's os/user), and an unknown uid is a start
- * error. The environment is the agent's environ with req->envs replacing same-named keys.
+ * error. The environment is the agent's environ, then cfg.extra_env, then req->envs, each
+ * replacing same-named keys.
  *
  * Output, per command, through the callbacks (all optional, all on the loop thread):
  *   on_chunk  exactly the bytes read from a pipe, with the byte offset of the chunk in its
@@ -101,6 +102,10 @@ typedef struct sg_runner_cfg {
     size_t max_records;     /* 1024 */
     size_t max_sessions;    /* 256 */
     uint64_t session_timeout_ms; /* 24 h: default run timeout in a session */
+    /* Merged over the agent's environ before a request's envs (the EXECD_ENVS file's
+     * KEY=VALUE lines, parsed by the caller); copied by sg_runner_open. */
+    const struct sg_run_env *extra_env;
+    size_t n_extra_env;
 } sg_runner_cfg_t;
 /* Zero fields take the defaults above. */
 

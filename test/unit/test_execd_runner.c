@@ -617,6 +617,29 @@ static void test_execd_validation_and_start_errors(void **state)
     fx_close(&f);
 }
 
+static void test_execd_env_layers(void **state)
+{
+    (void)state;
+    sg_run_env_t extra[] = {{"SG_X_BASE", "base"}, {"SG_X_OVR", "base"}, {"HOME", "/x-home"}};
+    sg_runner_cfg_t cfg = {.extra_env = extra, .n_extra_env = 3};
+    fx_t f;
+    fx_open(&f, &cfg);
+    extra[0].value = "changed-after-open"; /* the engine copied them */
+    run_t x;
+    char id[SG_RUN_ID_LEN + 1], s[256];
+    sg_run_env_t envs[] = {{"SG_X_OVR", "first"}, {"SG_X_OVR", "req"}};
+    sg_run_req_t req = {.command =
+                            "echo \"$SG_X_BASE $SG_X_OVR $HOME\"; env | grep -c '^SG_X_OVR='",
+                        .envs = envs,
+                        .n_envs = 2};
+    start_ok(&f, &req, &x, id);
+    spin_until(&f, &x.done);
+    joined(&x, SG_RUN_STDOUT, s, sizeof(s));
+    assert_string_equal(s, "base req /x-home|1");
+    run_free(&x);
+    fx_close(&f);
+}
+
 static void test_execd_shell_fallback(void **state)
 {
     (void)state;
@@ -1164,6 +1187,7 @@ int main(void)
         cmocka_unit_test(test_execd_timeout_kills_group),
         cmocka_unit_test(test_execd_interrupt),
         cmocka_unit_test(test_execd_validation_and_start_errors),
+        cmocka_unit_test(test_execd_env_layers),
         cmocka_unit_test(test_execd_shell_fallback),
         cmocka_unit_test(test_execd_concurrent_no_crosstalk),
         cmocka_unit_test(test_execd_background_log),
