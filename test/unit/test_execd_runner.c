@@ -1020,6 +1020,17 @@ static void test_execd_sessions(void **state)
     assert_string_equal(s, f.dir);
     run_free(&x);
 
+    /* A syntax error is the command's own failure; the session keeps working. */
+    sess_run(&f, sid, "echo (", NULL, &x);
+    assert_int_equal(x.res.exit_code, 2);
+    assert_true(x.nlines >= 1);
+    assert_non_null(strstr(x.lines[0].text, "syntax error"));
+    run_free(&x);
+    sess_run(&f, sid, "pwd", NULL, &x);
+    joined(&x, SG_RUN_STDOUT, s, sizeof(s));
+    assert_string_equal(s, f.dir);
+    run_free(&x);
+
     /* A second session does not see the first one's state. */
     char sid2[SG_RUN_SID_LEN + 1];
     assert_int_equal(sg_runner_session_create(f.r, NULL, sid2, &err), 0);
