@@ -71,6 +71,14 @@
  * SG_RUN_STDOUT. One run at a time per session. Limits: a command that replaces the EXIT trap
  * or is killed by a signal does not save its state.
  *
+ * Session runs have no record (status/logs know only command ids) and, like commands, keep
+ * draining pipes a grandchild holds after completion, until EOF or close.
+ *
+ * Blocking calls on the loop thread, all single short syscalls: the log file open(2) at start,
+ * unlink(2) at expiry, stat(2) of cwd and of PATH entries, getpwuid_r for uid without gid,
+ * mkdir for session create, access(2) and unlink(2) of session state files. Log data never
+ * goes through a blocking write or read.
+ *
  * Lifecycle: sg_runner_open -> start/interrupt/status/log_read/session_* ->
  * sg_runner_close(cb): SIGKILL to every group still alive (draining ones included), no more
  * per-command callbacks, pending log reads complete with SG_ECLOSED, the engine is freed
