@@ -19,10 +19,13 @@
  *   - The server holds its own reference while the request is on the connection; the server
  *     never frees a request or a connection from inside a callback chain that still uses it:
  *     state changes are applied after llhttp_execute() returns or from a deferred pass.
- *   - When the client goes away (EOF/reset mid-request, timeout, shutdown deadline), the abort
- *     callback runs once (from a fresh loop callback, never nested in a server call made by the
- *     handler); afterwards every call on req returns SG_ECLOSED, but the handler still has to
- *     finish (end or release) to drop its reference.
+ *   - When the client goes away (reset, a failed write, EOF before the request was complete,
+ *     a timeout, the shutdown deadline), the abort callback runs once (never nested inside a
+ *     server call made by the handler); read_all's callback gets SG_ECLOSED first. Afterwards
+ *     every call on req returns SG_ECLOSED, but the handler still has to finish (end or
+ *     release) to drop its reference. A client that half-closes (EOF) after a complete
+ *     request still gets its response (printf | nc); one that really closed is noticed at the
+ *     next write, which fails (so idle streams should send heartbeats).
  *
  * Callback contracts
  *   - handler(req, data): called once per request after the head is parsed. It may respond at
@@ -34,14 +37,20 @@
  *     restarts delivery from a deferred pass (never synchronously inside the resume call).
  *   - If the handler finishes without consuming the whole body: when at most 64 KiB of a
  *     Content-Length body remain, the rest is read and discarded and the connection is kept;
- *     otherwise (chunked or larger) the response carries `Connection: close` and the
- *     connection is closed after it (cheaper than reading a body nobody wants).
+ *     otherwise (chunked, larger, or `Expect: 100-continue` never answered) the connection is
+ *     closed after the response (cheaper than reading a body nobody wants). Simple responses
+ *     (sg_http_respond*) announce it with `Connection: close`; a streamed response whose head
+ *     went out while the handler might still have read the body cannot, and just closes.
  *   - Writes: sg_http_resp_write*() return 0 (keep going), 1 (pending output is past the
  *     high-water mark: stop producing until the drain callback), or a negative error
  *     (SG_ECLOSED once the client is gone, SG_EINVAL on misuse). Data is queued, never lost, on
  *     return 1. The drain callback runs when pending output falls to half the mark.
  *   - access_log(entry, data): once per request that got a head parsed (or that was rejected
- *     with an error response before the handler saw it), when its response is done or aborted.
+ *     with an error response before the handler saw it), when its response is fully queued
+ *     and its body parsed (duration_us ends there), or when it is aborted.
+ *   - Server callbacks: the shutdown callback gets the server (still valid: call
+ *     sg_http_server_close from it); the close callback gets NULL (the server is freed).
+ *     sg_http_server_close cancels a pending shutdown callback.
  *
  * Limits (sg_http_limits_t, defaults in sg_http_server_config_init) are answered with a JSON
  * body {"code":"...","message":"..."} and `Connection: close`: header bytes / count (431), URL
@@ -52,12 +61,26 @@
  * Connection cap: a connection over max_connections is accepted, answered `503` JSON
  * (`{"code":"overloaded",...}`) with `Connection: close` and closed (clients get a reason
  * instead of a reset; the reject costs one write and no parsing).
+ * Closing after a response (errors, Connection: close, an unread body) is a lingering close:
+ * the write side is shut and input drained for up to 2 s so the kernel does not answer the
+ * client's unsent bytes with a RST that would destroy the response (plaintext; TLS closes).
+ *
+ * Errors the server answers by itself use these codes: bad_request (400), header_timeout /
+ * body_timeout (408), body_too_large (413), url_too_long (414), headers_too_large /
+ * too_many_headers (431), internal (500: handler released without answering or gave invalid
+ * headers), overloaded (503).
+ *
+ * Parsing is covered by test/fuzz/fuzz_http_request.c, which drives real connections (unix
+ * socket) with arbitrary bytes.
  *
  * Responses: `Date`, `X-Request-ID` (the client's if it is sane: 1..128 chars of
  * [A-Za-z0-9._:-], else generated), `Content-Length: 0` for every empty body except where
  * RFC 9110 forbids a body (1xx, 204, 304), HEAD answered without a body, chunked encoding for
  * streamed responses without a Content-Length (close-delimited for HTTP/1.0 clients),
- * `Connection: close` whenever the connection is closed after the response. */
+ * `Connection: close` when the server knows at head time that it will close (client asked,
+ * limits, shutdown, unread body with a simple response). Status must be 200..999 (no 1xx
+ * besides the automatic `100 Continue`, sent when the handler starts reading a body whose
+ * client sent `Expect: 100-continue`). */
 #ifndef SANDGATE_HTTP_SERVER_H
 #define SANDGATE_HTTP_SERVER_H
 
@@ -73,6 +96,8 @@ struct json_t;
 typedef struct sg_http_server sg_http_server_t;
 typedef struct sg_http_req sg_http_req_t;
 
+/* A timeout, max_body_bytes or max_connections of 0 disables that bound; zero header / URL /
+ * high-water sizes take the default. */
 typedef struct sg_http_limits {
     size_t max_header_bytes;    /* request line + header names/values, default 16 KiB -> 431 */
     size_t max_header_count;    /* default 100 -> 431 */
@@ -160,6 +185,7 @@ void sg_http_req_set_data(sg_http_req_t *req, void *data);
 void *sg_http_req_data(const sg_http_req_t *req);
 void sg_http_req_on_abort(sg_http_req_t *req, sg_http_req_cb cb);
 void sg_http_req_on_drain(sg_http_req_t *req, sg_http_req_cb cb);
+/* Nonzero once req is no longer on a connection (aborted, or finished and detached). */
 int sg_http_req_aborted(const sg_http_req_t *req);
 sg_http_req_t *sg_http_req_ref(sg_http_req_t *req);
 void sg_http_req_unref(sg_http_req_t *req);

@@ -9,13 +9,20 @@
  *   sg__http_conn_flush / on_write                    one uv_write of everything queued
  *   on_rtimer / on_wtimer                             idle / header / body / send deadlines
  *   conn_close -> on_sock_closed -> conn_free         teardown (abort callbacks run here)
+ *   conn_linger                                       lingering close (see below)
  *
  * Why the parser is always paused at message boundaries: llhttp callbacks run inside
  * llhttp_execute(); nothing that may free or re-enter the connection (the handler, detaching a
  * request, starting the next one) happens there. on_headers_complete (requests with a body) and
  * on_message_complete return HPE_PAUSED, and conn_step acts once execute has returned. Bytes
  * after the pause point are kept in c->in and reading stops until the parser may go on, so a
- * connection buffers at most about one read (64 KiB) of input. */
+ * connection buffers at most about one read (64 KiB) of input.
+ *
+ * Lingering close: closing a socket whose receive queue still holds unread request bytes makes
+ * the kernel send RST, which can destroy the response (a 413/408/400 answer) before the client
+ * reads it. So when the server closes after a response and the client has not closed its side,
+ * it shuts down its write side and reads and drops input until EOF or SG__HTTP_LINGER_MS
+ * (nginx's lingering_close). Plaintext only: with TLS the socket layer owns the shutdown. */
 #include "http_server_int.h"
 
 #include <errno.h>
@@ -144,6 +151,7 @@ static void set_phase(sg__http_conn_t *c, sg__rt_phase_t ph)
     case SG__RT_IDLE: sg_tentry_arm(&srv->t_idle, &c->rt); break;
     case SG__RT_HEADER: sg_tentry_arm(&srv->t_header, &c->rt); break;
     case SG__RT_BODY: sg_tentry_arm(&srv->t_body, &c->rt); break;
+    case SG__RT_LINGER: sg_tentry_arm(&srv->t_linger, &c->rt); break;
     default: sg_tentry_disarm(&c->rt); break;
     }
 }
@@ -167,7 +175,7 @@ static void on_rtimer(sg_tentry_t *e)
         sg__http_conn_error(c, 408, "body_timeout", "request body stalled");
         conn_process(c);
         break;
-    default: conn_close(c); break;
+    default: conn_close(c); break; /* idle, linger */
     }
 }
 
@@ -537,10 +545,7 @@ static void req_detach(sg__http_conn_t *c, int aborted)
     c->req = NULL;
     req->conn = NULL;
     if (aborted && req->resp_state != SG__RESP_ENDED) req->aborted = 1;
-    if (req->aborted && req->dispatched && !req->handler_done && !req->abort_notified) {
-        req->abort_notified = 1;
-        if (req->abort_cb) req->abort_cb(req);
-    }
+    if (req->aborted) sg__http_req_notify_abort(req);
     sg__http_req_log(req);
     sg_http_req_unref(req);
 }
@@ -551,12 +556,9 @@ static void conn_step(sg__http_conn_t *c)
     sg_http_server_t *srv = c->srv;
     sg_http_req_t *req = c->req;
     if (req && req->aborted && req->dispatched && !req->handler_done && !req->abort_notified) {
-        req->abort_notified = 1;
-        if (req->abort_cb) {
-            req->abort_cb(req);
-            c->again = 1;
-            return;
-        }
+        sg__http_req_notify_abort(req);
+        c->again = 1;
+        return;
     }
     if (req && !req->dispatched && !req->server_answered) {
         req->dispatched = 1;
@@ -574,10 +576,8 @@ static void conn_step(sg__http_conn_t *c)
     if (req && req->msg_complete && req->resp_state == SG__RESP_ENDED) {
         if (!req->keep_alive || req->resp_close) c->close_after = 1;
         req_detach(c, 0);
-        if (c->close_after || c->peer_eof) {
-            /* Nothing more will be parsed: whatever is buffered is dropped. */
-            if (c->close_after) in_drop(c);
-        }
+        c->req_start_ns = 0;
+        if (c->close_after) in_drop(c); /* nothing more will be parsed */
         c->again = 1;
         return;
     }
@@ -597,9 +597,37 @@ static int conn_finished(const sg__http_conn_t *c)
     return c->peer_eof && c->in_len == c->in_off;
 }
 
+static void on_linger_shutdown(uv_shutdown_t *r, int status)
+{
+    sg__http_conn_t *c = r->data;
+    if (status < 0 && !c->closing) conn_close(c);
+}
+
+/* Output is flushed and the connection is done: close, lingering when the peer may still be
+ * sending (see the top of the file). */
+static void conn_finish_close(sg__http_conn_t *c)
+{
+    if (c->peer_eof || c->sock.tls || c->srv->closing) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, &c->sock.h.stream, on_linger_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    in_drop(c);
+    set_phase(c, SG__RT_LINGER);
+    if (!c->reading) {
+        c->reading = 1;
+        if (sg_sock_read_start(&c->sock, sg__http_on_read) < 0) conn_close(c);
+    }
+}
+
 static void conn_process(sg__http_conn_t *c)
 {
-    if (c->closing) return;
+    if (c->closing || c->lingering) return;
     if (c->in_process) {
         c->again = 1;
         return;
@@ -620,7 +648,7 @@ static void conn_process(sg__http_conn_t *c)
         return;
     }
     if (conn_finished(c) && c->out.bytes == 0 && !sg_sock_writing(&c->sock)) {
-        conn_close(c);
+        conn_finish_close(c);
         return;
     }
     if (c->srv->shutting_down && !c->req && !c->got_bytes) c->close_after = 1;
@@ -632,6 +660,10 @@ void sg__http_on_read(sg_sock_t *s, ssize_t nread, const char *data)
 {
     sg__http_conn_t *c = s->data;
     if (c->closing) return;
+    if (c->lingering) {
+        if (nread < 0) conn_close(c); /* the client saw our close: done */
+        return;                       /* input after the last response is dropped */
+    }
     if (nread < 0) {
         c->reading = 0;
         c->peer_eof = 1;
@@ -777,7 +809,8 @@ int sg_http_server_new(uv_loop_t *loop, const sg_http_server_config_t *cfg, sg_h
     sg_tlist_init(loop, &srv->t_header, l->header_timeout_ms);
     sg_tlist_init(loop, &srv->t_body, l->body_timeout_ms);
     sg_tlist_init(loop, &srv->t_send, l->send_timeout_ms);
-    srv->handles_open = 6;
+    sg_tlist_init(loop, &srv->t_linger, SG__HTTP_LINGER_MS);
+    srv->handles_open = 7;
     srv->id_salt = (uint32_t)(sg_now_ns() ^ ((uint64_t)getpid() << 16));
     *out = srv;
     return 0;
@@ -938,8 +971,10 @@ void sg_http_server_close(sg_http_server_t *srv, sg_http_server_cb cb)
     srv->t_header.timer.data = srv;
     srv->t_body.timer.data = srv;
     srv->t_send.timer.data = srv;
+    srv->t_linger.timer.data = srv;
     sg_tlist_close(&srv->t_idle, on_tlist_closed);
     sg_tlist_close(&srv->t_header, on_tlist_closed);
     sg_tlist_close(&srv->t_body, on_tlist_closed);
     sg_tlist_close(&srv->t_send, on_tlist_closed);
+    sg_tlist_close(&srv->t_linger, on_tlist_closed);
 }

@@ -16,11 +16,12 @@
 #define SG__HTTP_MAX_LISTENERS 8
 #define SG__HTTP_IOV 64
 #define SG__HTTP_DISCARD_MAX (64 * 1024)
+#define SG__HTTP_LINGER_MS 2000
 
 typedef struct sg__http_conn sg__http_conn_t;
 
 /* What the connection's read timer currently measures. */
-typedef enum { SG__RT_NONE, SG__RT_IDLE, SG__RT_HEADER, SG__RT_BODY } sg__rt_phase_t;
+typedef enum { SG__RT_NONE, SG__RT_IDLE, SG__RT_HEADER, SG__RT_BODY, SG__RT_LINGER } sg__rt_phase_t;
 
 /* Request body consumer. */
 typedef enum { SG__BODY_NONE, SG__BODY_STREAM, SG__BODY_ALL, SG__BODY_DISCARD } sg__body_mode_t;
@@ -117,7 +118,8 @@ struct sg__http_conn {
     size_t inflight; /* bytes of the uv_write in flight */
     uv_buf_t iov[SG__HTTP_IOV];
 
-    sg_tentry_t rt; /* idle / header / body */
+    uv_shutdown_t shutdown_req; /* lingering close */
+    sg_tentry_t rt; /* idle / header / body / linger */
     sg_tentry_t wt; /* send stall */
     sg__rt_phase_t rphase;
 
@@ -130,6 +132,7 @@ struct sg__http_conn {
     unsigned again : 1;
     unsigned reject : 1; /* over the connection cap: 503 and close */
     unsigned got_bytes : 1; /* a byte of the current request arrived */
+    unsigned lingering : 1; /* write side shut, draining input before the close */
     char peer[64];
 };
 
@@ -148,7 +151,7 @@ struct sg_http_server {
     sg__http_conn_t *dhead, *dtail;
     uv_idle_t idle;
     uv_timer_t grace;
-    sg_tlist_t t_idle, t_header, t_body, t_send;
+    sg_tlist_t t_idle, t_header, t_body, t_send, t_linger;
     int handles_open; /* close countdown for sg_http_server_close */
     unsigned shutting_down : 1;
     unsigned closing : 1;
@@ -179,5 +182,6 @@ void sg__http_str_free(sg__http_str_t *s);
 /* The body pipeline: deliver data to the consumer; returns nonzero to pause the parser. */
 int sg__http_req_body_data(sg_http_req_t *req, const char *p, size_t n);
 void sg__http_req_body_end(sg_http_req_t *req);
+void sg__http_req_notify_abort(sg_http_req_t *req);
 
 #endif

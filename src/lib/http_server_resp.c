@@ -484,6 +484,20 @@ int sg_http_respond_error(sg_http_req_t *req, int status, const char *code, cons
     return r;
 }
 
+/* Tells the handler its request is gone: read_all's callback gets SG_ECLOSED (so read_all
+ * users need no abort callback), then the abort callback runs. Once per request. */
+void sg__http_req_notify_abort(sg_http_req_t *req)
+{
+    if (req->abort_notified || !req->dispatched || req->handler_done) return;
+    req->abort_notified = 1;
+    if (req->body_mode == SG__BODY_ALL && !req->body_end_sent) {
+        req->body_end_sent = 1;
+        sg__http_str_free(&req->all);
+        req->all_cb(req, SG_ECLOSED, NULL, 0, req->body_ud);
+    }
+    if (!req->handler_done && req->abort_cb) req->abort_cb(req);
+}
+
 /* ------------------------------------------------------------------ server-side errors */
 
 void sg__http_conn_error(sg__http_conn_t *c, int status, const char *code, const char *msg)

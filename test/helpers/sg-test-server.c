@@ -129,11 +129,6 @@ static void readall_done(sg_http_req_t *req, int err, const char *body, size_t l
     json_decref(j);
 }
 
-static void readall_abort(sg_http_req_t *req)
-{
-    sg_http_req_release(req);
-}
-
 /* ------------------------------------------------------------------ /stream */
 
 typedef struct {
@@ -267,7 +262,7 @@ static void handler(sg_http_req_t *req, void *data)
         route_sink(req);
     } else if (strcmp(path, "/read-all") == 0) {
         size_t max = sg_http_req_query_param(req, "max", v, sizeof(v)) > 0 ? strtoull(v, NULL, 10) : 65536;
-        sg_http_req_on_abort(req, readall_abort);
+        /* No abort callback on purpose: read_all reports SG_ECLOSED to readall_done. */
         sg_http_req_read_all(req, max, readall_done, NULL);
     } else if (strcmp(path, "/noread") == 0) {
         sg_http_respond(req, 200, NULL, "ignored\n", 8);

@@ -232,6 +232,45 @@ test('pipelining: many requests in one write are answered in order', async () =>
   c.close();
 });
 
+test('a flood of 2000 pipelined requests in one write: all answered, in order', async () => {
+  const c = new Conn(S.port);
+  await c.ready;
+  let all = '';
+  for (let i = 0; i < 2000; i++) all += `GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: f${i}\r\n\r\n`;
+  c.write(all);
+  for (let i = 0; i < 2000; i++) {
+    const r = await c.response();
+    assert.equal(r.headers['x-request-id'], `f${i}`);
+  }
+  c.close();
+});
+
+test('Connection: close from the client; HTTP/1.0 streamed response is close-delimited', async () => {
+  let c = new Conn(S.port);
+  await c.ready;
+  c.write('GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n');
+  let r = await c.response();
+  assert.equal(r.headers.connection, 'close');
+  await c.waitClosed();
+  assert.equal(c.buf.length, 0); // the second, pipelined request was not answered
+  c = new Conn(S.port);
+  await c.ready;
+  c.write('GET /stream?bytes=100000 HTTP/1.0\r\n\r\n');
+  r = await c.response();
+  assert.equal(r.headers['transfer-encoding'], undefined);
+  assert.equal(r.headers.connection, 'close');
+  assert.equal(r.size, 100000);
+  c = new Conn(S.port);
+  await c.ready;
+  c.write('GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+  r = await c.response();
+  assert.equal(r.headers.connection, 'keep-alive');
+  c.write('GET /hello HTTP/1.0\r\n\r\n');
+  r = await c.response();
+  assert.equal(r.headers.connection, 'close');
+  await c.waitClosed();
+});
+
 test('request bodies: Content-Length and chunked, read_all bound (413)', async () => {
   let r = await request(S.port, 'POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world');
   assert.equal(JSON.parse(r.text).sha256, crypto.createHash('sha256').update('hello world').digest('hex'));
@@ -348,11 +387,23 @@ test('body inactivity timeout: 408', async () => {
   await c.waitClosed();
 });
 
+test('read_all aborted by the body timeout: 408, handler told via SG_ECLOSED', async () => {
+  const c = new Conn(S.port);
+  await c.ready;
+  c.write('POST /read-all?max=1000 HTTP/1.1\r\nHost: x\r\nX-Request-ID: ra-1\r\nContent-Length: 100\r\n\r\n0123456789');
+  const r = await c.response({ ms: 30000 });
+  assertJsonError(r, 408, 'body_timeout');
+  await c.waitClosed();
+  // (the handler releasing the request is checked by the leak-checked clean exit at the end)
+});
+
 test('idle keep-alive timeout closes silently', async () => {
   const c = new Conn(S.port);
   await c.ready;
   c.write('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n');
   await c.response();
+  c.write('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n'); // still open right after a response
+  assert.equal((await c.response()).text, 'hello\n');
   await c.waitClosed(30000);
   assert.equal(c.buf.length, 0);
 });
@@ -441,6 +492,35 @@ test('client going away mid-stream aborts the response (access log says aborted)
   c.close();
   for (let i = 0; i < 200 && !/"id":"gone-1"[^\n]*"aborted":1/.test(S.log()); i++) await sleep(25);
   assert.match(S.log(), /"id":"gone-1"[^\n]*"aborted":1/);
+});
+
+test('50 concurrent connections mixing echo / sink / stream / hello stay independent', async () => {
+  const jobs = [];
+  for (let k = 0; k < 50; k++) {
+    jobs.push((async () => {
+      const c = new Conn(S.port);
+      await c.ready;
+      for (let round = 0; round < 3; round++) {
+        const payload = crypto.createHash('sha256').update(`p${k}-${round}`).digest('hex').repeat(500 + k * 37);
+        const kind = (k + round) % 4;
+        if (kind === 0) {
+          c.write(`POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ${payload.length}\r\n\r\n${payload}`);
+          assert.equal((await c.response()).text, payload);
+        } else if (kind === 1) {
+          c.write(`POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: ${payload.length}\r\n\r\n${payload}`);
+          assert.equal(JSON.parse((await c.response()).text).sha256, crypto.createHash('sha256').update(payload).digest('hex'));
+        } else if (kind === 2) {
+          c.write(`GET /stream?bytes=${payload.length} HTTP/1.1\r\nHost: x\r\n\r\n`);
+          assert.equal((await c.response()).size, payload.length);
+        } else {
+          c.write('GET /hello HTTP/1.1\r\nHost: x\r\n\r\n');
+          assert.equal((await c.response()).text, 'hello\n');
+        }
+      }
+      c.close();
+    })());
+  }
+  await Promise.all(jobs);
 });
 
 test('unix socket listener (curl --unix-socket)', async () => {

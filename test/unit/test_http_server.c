@@ -30,6 +30,7 @@ typedef struct client {
     int closed;
     uint64_t total_in;
     int close_after; /* close once this many bytes arrived (0 = never) */
+    int no_read;     /* never read: a peer that stalls */
 } client_t;
 
 typedef struct fixture {
@@ -86,21 +87,27 @@ static void c_on_connect(sg_sock_t *s, int status)
     client_t *c = s->data;
     assert_int_equal(status, 0);
     c->connected = 1;
-    sg_sock_read_start(s, c_on_read);
+    if (!c->no_read) sg_sock_read_start(s, c_on_read);
     if (c->out_len) {
         uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
         assert_int_equal(sg_sock_write(s, &b, 1, c_on_write), 0);
     }
 }
 
-static client_t *client_new(const char *host, int port, const char *req)
+static client_t *client_new_opt(const char *host, int port, const char *req, int no_read)
 {
     client_t *c = sg_xcalloc(1, sizeof(*c));
+    c->no_read = no_read;
     c->out = sg_xstrdup(req);
     c->out_len = strlen(req);
     c->s.data = c;
     assert_int_equal(sg_sock_connect(&F->loop, &c->s, host, (uint16_t)port, NULL, NULL, c_on_connect), 0);
     return c;
+}
+
+static client_t *client_new(const char *host, int port, const char *req)
+{
+    return client_new_opt(host, port, req, 0);
 }
 
 static void client_free(client_t *c)
@@ -425,6 +432,37 @@ static void test_ipv6_and_unix(void **state)
     f->srv_closed = 0;
 }
 
+static void test_send_timeout_cuts_stalled_reader(void **state)
+{
+    fixture_t *f = *state;
+    sg_http_server_config_t cfg;
+    sg_http_server_config_init(&cfg);
+    cfg.handler = handler;
+    cfg.data = f;
+    cfg.access_log = on_access;
+    cfg.sndbuf = 16 * 1024;
+    cfg.limits.write_high_water = 16 * 1024;
+    cfg.limits.send_timeout_ms = 200;
+    sg_http_server_t *s2;
+    assert_int_equal(sg_http_server_new(&f->loop, &cfg, &s2), 0);
+    char err[256];
+    assert_int_equal(sg_http_server_listen(s2, "127.0.0.1:0", err, sizeof(err)), 0);
+    client_t *c = client_new_opt("127.0.0.1", sg_http_server_port(s2),
+                                 "GET /forever HTTP/1.1\r\nHost: x\r\n\r\n", 1);
+    /* The client never reads: kernel buffers fill, the write stalls, the send timeout cuts
+     * the connection and the handler is told (abort). Pending output stayed bounded. */
+    RUN_UNTIL(f->aborts == 1 && sg_http_server_connections(s2) == 0);
+    assert_int_equal(f->nlog, 1);
+    assert_int_equal(f->log[0].aborted, 1);
+    assert_true(f->log[0].bytes_out < 64u * 1024 * 1024);
+    sg_http_server_close(s2, on_srv_closed);
+    RUN_UNTIL(f->srv_closed);
+    f->srv_closed = 0;
+    sg_sock_close(&c->s, c_on_close);
+    RUN_UNTIL(c->closed);
+    client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +474,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_graceful_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_deadline_cuts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_and_unix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_timeout_cuts_stalled_reader, setup, teardown),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     sg_buf_unref(big);
