@@ -31,9 +31,10 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 sg_port=18181 ng_port=18182
-pin() { if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+pin0=() pin1=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin0=(taskset -c 0) pin1=(taskset -c 1); fi
 
-pin 0 "$bin/sandgate" serve --listen "127.0.0.1:$sg_port" --data "$tmp/data" --log-level warn 2>"$tmp/sandgate.log" &
+"${pin0[@]}" "$bin/sandgate" serve --listen "127.0.0.1:$sg_port" --data "$tmp/data" --log-level warn 2>"$tmp/sandgate.log" &
 pids+=($!)
 
 mkdir -p "$tmp/nginx"
@@ -57,7 +58,7 @@ http {
   }
 }
 NGX
-pin 0 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" &
+"${pin0[@]}" nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" &
 pids+=($!)
 
 for port in $sg_port $ng_port; do
@@ -69,7 +70,7 @@ done
 to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000} }'; }
 run_wrk() {
   local port=$1 f=$2
-  pin 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "http://127.0.0.1:$port/health" >"$f"
+  "${pin1[@]}" wrk -t1 -c"$conns" -d"${dur}s" --latency "http://127.0.0.1:$port/health" >"$f"
   local rps p50 p99 errs
   rps=$(awk '/Requests\/sec/ {print $2}' "$f")
   p50=$(awk '$1=="50%" {print $2}' "$f" | to_us)

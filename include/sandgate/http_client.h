@@ -107,12 +107,12 @@ typedef struct sg_http_client_stats {
 /* Totals over every origin, or only origin's when origin != NULL. */
 void sg_http_client_stats(const sg_http_client_t *c, const char *origin, sg_http_client_stats_t *st);
 
-typedef void (*sg_http_response_cb)(sg_http_creq_t *r, void *data, int status, const sg_hdrs_t *hdrs);
-typedef void (*sg_http_body_cb)(sg_http_creq_t *r, void *data, const char *p, size_t n);
-typedef void (*sg_http_done_cb)(sg_http_creq_t *r, void *data, int err, const char *msg);
-typedef void (*sg_http_drain_cb)(sg_http_creq_t *r, void *data);
+typedef void (*sg_http_creq_response_cb)(sg_http_creq_t *r, void *data, int status, const sg_hdrs_t *hdrs);
+typedef void (*sg_http_creq_body_cb)(sg_http_creq_t *r, void *data, const char *p, size_t n);
+typedef void (*sg_http_creq_done_cb)(sg_http_creq_t *r, void *data, int err, const char *msg);
+typedef void (*sg_http_creq_drain_cb)(sg_http_creq_t *r, void *data);
 
-typedef struct sg_http_req_opts {
+typedef struct sg_http_creq_opts {
     const char *method;       /* "GET", "POST", ... */
     const char *origin;       /* "http://host:port", "https://host:port", "unix:/path" */
     const char *target;       /* "/path?query" (default "/") */
@@ -126,18 +126,18 @@ typedef struct sg_http_req_opts {
     const char *sni;          /* https: name to verify and send as SNI (NULL = origin host) */
     int no_body_idle_timeout; /* 1: no body idle timeout once headers arrived (long-lived
                                  streams such as SSE, whose liveness the caller checks) */
-    sg_http_response_cb on_response;
-    sg_http_body_cb on_body;
-    sg_http_done_cb on_done;  /* required */
-    sg_http_drain_cb on_drain;
+    sg_http_creq_response_cb on_response;
+    sg_http_creq_body_cb on_body;
+    sg_http_creq_done_cb on_done;  /* required */
+    sg_http_creq_drain_cb on_drain;
     void *data;
-} sg_http_req_opts_t;
+} sg_http_creq_opts_t;
 
 /* Starts a request; the exchange begins on a later loop turn (no callback runs from here).
  * Returns SG_EINVAL (bad origin / options, https without a TLS context), SG_ETOOBIG (the
  * origin's wait queue is full: the caller should answer 503) or SG_ECLOSED (client closing);
  * on error *out is untouched and no callback runs. */
-int sg_http_request(sg_http_client_t *c, const sg_http_req_opts_t *o, sg_http_creq_t **out);
+int sg_http_request(sg_http_client_t *c, const sg_http_creq_opts_t *o, sg_http_creq_t **out);
 
 /* Streamed request body. Returns 0 (keep writing), 1 (accepted, but wait for on_drain before
  * writing more), SG_ETOOBIG (refused: past 4 x highwater), SG_EINVAL (after end, or more than

@@ -1,14 +1,18 @@
-/* main.c: sandgate-execd entry point (placeholder until its issue lands). */
+/* main.c: sandgate-execd entry point. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <uv.h>
+
+int sg_execd_main(int argc, char **argv);
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (strcmp(argv[1], "--version") == 0)) {
+    signal(SIGPIPE, SIG_IGN);
+    uv_disable_stdio_inheritance();
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
         printf("sandgate-execd %s\n", SG_VERSION);
         return 0;
     }
-    printf("usage: sandgate-execd [--help] [--version]\n\n"
-           "sandgate-execd is not implemented yet: this binary is a placeholder built by the foundation.\n");
-    return (argc > 1 && strcmp(argv[1], "--help") == 0) ? 0 : 2;
+    return sg_execd_main(argc, argv);
 }

@@ -95,10 +95,10 @@ struct sg_http_creq {
     int64_t content_length; /* streamed: declared, or -1 */
     uint64_t body_written;  /* streamed: bytes accepted from the caller */
     int status;
-    sg_http_response_cb on_response;
-    sg_http_body_cb on_body;
-    sg_http_done_cb on_done;
-    sg_http_drain_cb on_drain;
+    sg_http_creq_response_cb on_response;
+    sg_http_creq_body_cb on_body;
+    sg_http_creq_done_cb on_done;
+    sg_http_creq_drain_cb on_drain;
     void *data;
     unsigned waiting : 1;
     unsigned streamed : 1;
@@ -960,7 +960,7 @@ void sg_http_client_stats(const sg_http_client_t *c, const char *origin, sg_http
     }
 }
 
-int sg_http_request(sg_http_client_t *c, const sg_http_req_opts_t *opt, sg_http_creq_t **out)
+int sg_http_request(sg_http_client_t *c, const sg_http_creq_opts_t *opt, sg_http_creq_t **out)
 {
     if (c->closing) return SG_ECLOSED;
     if (!opt || !opt->method || !opt->origin || !opt->on_done || !opt->method[0]) return SG_EINVAL;

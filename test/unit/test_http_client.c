@@ -487,7 +487,7 @@ static void env_done(env_t *e)
 
 static sg_http_creq_t *get(env_t *e, const char *method, const char *target, res_t *x)
 {
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = method;
     o.origin = e->origin;
     o.target = target;
@@ -734,7 +734,7 @@ static void test_queue_bound(void **state)
     res_t x[4];
     memset(x, 0, sizeof(x));
     for (int i = 0; i < 3; i++) get(&e, "GET", "/q", &x[i]);
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "GET";
     o.origin = e.origin;
     o.on_done = c_on_done;
@@ -827,7 +827,7 @@ static void run_upload(int64_t declared, uint64_t total)
     u.chunk->len = u.chunk->cap;
     res_t x = {0};
     x.ud = &u;
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "PUT";
     o.origin = e.origin;
     o.target = "/upload";
@@ -865,7 +865,7 @@ static void test_upload_misuse(void **state)
     env_init(&e, 0, NULL);
     e.srv.on_request = script_count_body;
     res_t x = {0};
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "POST";
     o.origin = e.origin;
     o.stream_body = 1;
@@ -1171,7 +1171,7 @@ static void test_body_idle_timeout_opt_out(void **state)
     env_init(&e, 0, &cfg);
     e.srv.on_request = script_slow_body;
     res_t x = {0};
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "GET";
     o.origin = e.origin;
     o.no_body_idle_timeout = 1;
@@ -1454,7 +1454,7 @@ static void test_unix_socket(void **state)
     e.srv.on_request = script_count_body;
     for (int i = 0; i < 3; i++) {
         res_t x = {0};
-        sg_http_req_opts_t o = {0};
+        sg_http_creq_opts_t o = {0};
         o.method = "POST";
         o.origin = e.origin;
         o.target = "/run";
@@ -1526,7 +1526,7 @@ static void test_early_response_during_upload(void **state)
     res_t x = {0};
     x.ud = &u;
     u.stop = &x.done;
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "POST";
     o.origin = e.origin;
     o.stream_body = 1;
@@ -1570,7 +1570,7 @@ static void test_cancel_mid_upload(void **state)
     res_t x = {0};
     x.ud = &u;
     u.stop = &x.done;
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "PUT";
     o.origin = e.origin;
     o.stream_body = 1;
@@ -1656,7 +1656,7 @@ static void test_header_injection_refused(void **state)
     sg_hdrs_init(&h);
     sg_hdrs_addz(&h, "X-Evil", "a\r\nContent-Length: 0");
     res_t x = {0};
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "GET";
     o.origin = e.origin;
     o.headers = &h;
@@ -1715,7 +1715,7 @@ static void test_request_head(void **state)
     sg_hdrs_addz(&h, "X-Api-Key", "k1");
     sg_hdrs_addz(&h, "Content-Length", "999"); /* ignored: the body decides */
     res_t x = {0};
-    sg_http_req_opts_t o = {0};
+    sg_http_creq_opts_t o = {0};
     o.method = "POST";
     o.origin = e.origin;
     o.target = "/v1/sandboxes?x=1";
