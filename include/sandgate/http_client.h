@@ -137,7 +137,7 @@ typedef struct sg_http_creq_opts {
  * Returns SG_EINVAL (bad origin / options, https without a TLS context), SG_ETOOBIG (the
  * origin's wait queue is full: the caller should answer 503) or SG_ECLOSED (client closing);
  * on error *out is untouched and no callback runs. */
-int sg_http_request(sg_http_client_t *c, const sg_http_creq_opts_t *o, sg_http_creq_t **out);
+int sg_http_request(sg_http_client_t *c, const sg_http_creq_opts_t *o, sg_http_creq_t **out); /* out may be NULL */
 
 /* Streamed request body. Returns 0 (keep writing), 1 (accepted, but wait for on_drain before
  * writing more), SG_ETOOBIG (refused: past 4 x highwater), SG_EINVAL (after end, or more than

@@ -1014,7 +1014,7 @@ int sg_http_request(sg_http_client_t *c, const sg_http_creq_opts_t *opt, sg_http
     wait_push(o, r, 0);
     o->want_dispatch = 1;
     kick(c);
-    *out = r;
+    if (out) *out = r; /* NULL: fire-and-forget, on_done still runs */
     return 0;
 }
 
