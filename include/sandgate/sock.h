@@ -70,8 +70,6 @@ struct sg_sock {
     unsigned resolving : 1;
     unsigned eof : 1;
     unsigned close_pending : 3; /* handle + resolver + TLS idle still to report back */
-    char *read_buf; /* reused receive buffer */
-    size_t read_buf_size;
     char *host; /* for connect: name to resolve and, with TLS, to verify */
     uint16_t port;
 };

@@ -44,11 +44,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         sg__tls_alloc(s, buf);
         return;
     }
-    if (!s->read_buf) {
-        s->read_buf_size = SG_SOCK_READ_BUF;
-        s->read_buf = sg_xmalloc(s->read_buf_size);
-    }
-    *buf = uv_buf_init(s->read_buf, (unsigned)s->read_buf_size);
+    /* Plaintext reads land in one buffer per thread, not one per socket: read data is only
+     * valid during read_cb (sock.h), every reader copies what it keeps, and libuv runs one
+     * read callback at a time. An idle connection then costs no receive buffer at all. */
+    static _Thread_local char *shared;
+    if (!shared) shared = sg_xmalloc(SG_SOCK_READ_BUF);
+    *buf = uv_buf_init(shared, SG_SOCK_READ_BUF);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -273,8 +274,6 @@ void sg__sock_close_step(sg_sock_t *s)
         if (wcb) wcb(s, SG_ECLOSED);
     }
     if (s->tls) sg__tls_conn_free(s);
-    free(s->read_buf);
-    s->read_buf = NULL;
     free(s->host);
     s->host = NULL;
     if (s->close_cb) s->close_cb(s);
