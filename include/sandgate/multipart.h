@@ -33,8 +33,8 @@
 #define SG_MP_PAUSE  1 /* callback return: pause the parser after this event */
 #define SG_MP_PAUSED 1 /* sg_mp_feed/sg_mp_finish return: a callback paused */
 
-#define SG_MP_MAX_BOUNDARY             200 /* RFC 2046 says 70; Go does not check, nor do we */
-#define SG_MP_MAX_PADDING              32  /* spaces/tabs allowed after a delimiter's boundary */
+#define SG_MP_MAX_BOUNDARY             200  /* RFC 2046 says 70; Go does not check, nor do we */
+#define SG_MP_MAX_PADDING              32   /* spaces/tabs allowed after a delimiter's boundary */
 #define SG_MP_DEFAULT_MAX_HEADER_BYTES 8192 /* per part, all header lines together */
 #define SG_MP_DEFAULT_MAX_HEADERS      16   /* header lines per part */
 #define SG_MP_DEFAULT_MAX_PARTS        1000 /* parts per body */

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BAD "syntax error in pattern: "
+#define BAD         "syntax error in pattern: "
 #define WORK_BUDGET (1u << 20) /* bytes copied while expanding braces, all steps together */
 
 enum {
@@ -30,8 +30,8 @@ enum {
 typedef struct {
     uint8_t kind;
     uint8_t neg;
-    uint32_t rune;            /* T_LIT */
-    uint32_t cls_off, cls_n;  /* T_CLASS: ranges[cls_off .. cls_off + cls_n) */
+    uint32_t rune;           /* T_LIT */
+    uint32_t cls_off, cls_n; /* T_CLASS: ranges[cls_off .. cls_off + cls_n) */
 } tok_t;
 
 typedef struct {
@@ -70,10 +70,14 @@ static uint32_t decode(const unsigned char *s, size_t len, size_t *w)
         *w = 1;
         return c;
     }
-    if ((c & 0xE0) == 0xC0) n = 2, r = c & 0x1F, min = 0x80;
-    else if ((c & 0xF0) == 0xE0) n = 3, r = c & 0x0F, min = 0x800;
-    else if ((c & 0xF8) == 0xF0) n = 4, r = c & 0x07, min = 0x10000;
-    else goto bad;
+    if ((c & 0xE0) == 0xC0)
+        n = 2, r = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0)
+        n = 3, r = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0)
+        n = 4, r = c & 0x07, min = 0x10000;
+    else
+        goto bad;
     if (n > len) goto bad;
     for (size_t i = 1; i < n; i++) {
         if ((s[i] & 0xC0) != 0x80) goto bad;
@@ -100,8 +104,10 @@ static size_t skip_class(const char *p, size_t n, size_t i, int *empty)
         return 0;
     }
     for (; i < n; i++) {
-        if (p[i] == '\\') i++;
-        else if (p[i] == ']') return i + 1;
+        if (p[i] == '\\')
+            i++;
+        else if (p[i] == ']')
+            return i + 1;
     }
     return 0;
 }
@@ -159,9 +165,12 @@ static int expand(const char *p, size_t n, strvec_t *v, char *msg, size_t msg_le
     size_t i, open = SIZE_MAX;
     for (i = 0; i < n && open == SIZE_MAX; i++) {
         int empty;
-        if (p[i] == '\\') i++;
-        else if (p[i] == '[') i = skip_class(p, n, i, &empty) - 1;
-        else if (p[i] == '{') open = i;
+        if (p[i] == '\\')
+            i++;
+        else if (p[i] == '[')
+            i = skip_class(p, n, i, &empty) - 1;
+        else if (p[i] == '{')
+            open = i;
     }
     if (open == SIZE_MAX) {
         if (v->n == SG_GLOB_MAX_ALTS)
@@ -206,10 +215,14 @@ static int expand(const char *p, size_t n, strvec_t *v, char *msg, size_t msg_le
         if (c == ',') { /* find the matching '}' for the suffix */
             size_t d = 1;
             for (close = i + 1; close < n; close++) {
-                if (p[close] == '\\') close++;
-                else if (p[close] == '[') close = skip_class(p, n, close, &empty) - 1;
-                else if (p[close] == '{') d++;
-                else if (p[close] == '}' && --d == 0) break;
+                if (p[close] == '\\')
+                    close++;
+                else if (p[close] == '[')
+                    close = skip_class(p, n, close, &empty) - 1;
+                else if (p[close] == '{')
+                    d++;
+                else if (p[close] == '}' && --d == 0)
+                    break;
             }
         }
         size_t alen = i - alt, slen = n - close - 1;
@@ -271,8 +284,10 @@ static void compile_flat(const char *p, size_t n, prog_t *g)
             int two = i + 1 < n && p[i + 1] == '*';
             if (two && at_seg && i + 2 == n) {
                 tok_t *last = g->n ? &g->t[g->n - 1] : NULL;
-                if (last && last->kind == T_LIT && last->rune == '/') last->kind = T_GS_TAIL;
-                else push(g, &tcap, (tok_t){.kind = T_GS_ANY});
+                if (last && last->kind == T_LIT && last->rune == '/')
+                    last->kind = T_GS_TAIL;
+                else
+                    push(g, &tcap, (tok_t){.kind = T_GS_ANY});
                 i += 2;
                 continue;
             }
@@ -382,7 +397,8 @@ static int run(const prog_t *g, uint8_t *scratch, const unsigned char *s, size_t
         uint8_t *x = a;
         a = a2, a2 = x;
         x = b, b = b2, b2 = x;
-        for (size_t i = 0; i <= n && !any; i++) any = a[i] | b[i];
+        for (size_t i = 0; i <= n && !any; i++)
+            any = a[i] | b[i];
         if (!any) return 0;
     }
     return a[n];
@@ -418,7 +434,8 @@ int sg_glob_compile(const char *p, size_t n, sg_glob_t **out, char *msg, size_t 
         }
         g->scratch = sg_xmalloc(4 * (g->maxn + 1));
     }
-    for (size_t i = 0; i < v.n; i++) free(v.s[i]);
+    for (size_t i = 0; i < v.n; i++)
+        free(v.s[i]);
     free(v.s);
     free(v.len);
     *out = g;
@@ -435,9 +452,11 @@ int sg_glob_match(sg_glob_t *g, const char *name, size_t len)
 int sg_glob_match_base(sg_glob_t *g, const char *path)
 {
     size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
+    while (n > 1 && path[n - 1] == '/')
+        n--;
     size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
+    while (b > 0 && path[b - 1] != '/')
+        b--;
     if (b == n && n > 0) b = n - 1; /* the path is "/" (or a run of them): its name is "/" */
     return sg_glob_match(g, path + b, n - b);
 }

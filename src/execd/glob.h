@@ -38,10 +38,10 @@
 
 #include <stddef.h>
 
-#define SG_GLOB_MAX_PATTERN 4096   /* bytes of pattern */
-#define SG_GLOB_MAX_DEPTH   32     /* brace nesting */
-#define SG_GLOB_MAX_ALTS    1024   /* patterns after brace expansion */
-#define SG_GLOB_MAX_EXPANDED 65536 /* total bytes of all expansions */
+#define SG_GLOB_MAX_PATTERN  4096  /* bytes of pattern */
+#define SG_GLOB_MAX_DEPTH    32    /* brace nesting */
+#define SG_GLOB_MAX_ALTS     1024  /* patterns after brace expansion */
+#define SG_GLOB_MAX_EXPANDED 16384 /* total bytes of all expansions */
 
 typedef struct sg_glob sg_glob_t;
 

@@ -34,9 +34,9 @@ struct sg_mp {
     int at_line_start; /* preamble: the previous byte was LF (or none yet) */
     int in_part;
     char delim[4 + SG_MP_MAX_BOUNDARY]; /* "\r\n--" boundary */
-    size_t blen, doff;                   /* doff 1: delimiters are "\n--b" (bare-LF body) */
-    size_t m;                            /* matched length of the delimiter (or "--b") */
-    char tail[SG_MP_MAX_PADDING + 2];    /* what followed a boundary that was not a delimiter */
+    size_t blen, doff;                  /* doff 1: delimiters are "\n--b" (bare-LF body) */
+    size_t m;                           /* matched length of the delimiter (or "--b") */
+    char tail[SG_MP_MAX_PADDING + 2];   /* what followed a boundary that was not a delimiter */
     size_t ntail;
     /* pending events, delivered in this order by flush() */
     size_t pend_d, pend_tail;
@@ -81,7 +81,10 @@ static const char *check_boundary(const char *b, size_t n)
     return NULL;
 }
 
-static int is_ws(char c) { return c == ' ' || c == '\t'; }
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
 /* ---- Content-Type */
 
@@ -90,11 +93,14 @@ int sg_mp_boundary(const char *ct, size_t len, char *out, size_t out_size, size_
 {
     static const char want[] = "multipart/form-data";
     size_t i = 0, s, e;
-    while (i < len && is_ws(ct[i])) i++;
+    while (i < len && is_ws(ct[i]))
+        i++;
     s = i;
-    while (i < len && ct[i] != ';') i++;
+    while (i < len && ct[i] != ';')
+        i++;
     e = i;
-    while (e > s && is_ws(ct[e - 1])) e--;
+    while (e > s && is_ws(ct[e - 1]))
+        e--;
     if (e - s != sizeof(want) - 1 || strncasecmp(ct + s, want, e - s) != 0)
         return msg_err(msg, msg_len, "Content-Type is not multipart/form-data");
     int found = 0;
@@ -102,14 +108,18 @@ int sg_mp_boundary(const char *ct, size_t len, char *out, size_t out_size, size_
     char b[SG_MP_MAX_BOUNDARY + 1];
     while (i < len) {
         i++; /* ';' */
-        while (i < len && is_ws(ct[i])) i++;
+        while (i < len && is_ws(ct[i]))
+            i++;
         size_t ns = i;
-        while (i < len && ct[i] != '=' && ct[i] != ';') i++;
+        while (i < len && ct[i] != '=' && ct[i] != ';')
+            i++;
         size_t ne = i;
-        while (ne > ns && is_ws(ct[ne - 1])) ne--;
+        while (ne > ns && is_ws(ct[ne - 1]))
+            ne--;
         if (i >= len || ct[i] != '=') continue; /* valueless parameter */
         i++;
-        while (i < len && is_ws(ct[i])) i++;
+        while (i < len && is_ws(ct[i]))
+            i++;
         int is_b = !found && ne - ns == 8 && strncasecmp(ct + ns, "boundary", 8) == 0;
         size_t vl = 0;
         int too_long = 0;
@@ -123,16 +133,21 @@ int sg_mp_boundary(const char *ct, size_t len, char *out, size_t out_size, size_
                     break;
                 }
                 if (c == '\\' && i + 1 < len) c = ct[++i];
-                if (vl < SG_MP_MAX_BOUNDARY) b[is_b ? vl : 0] = c, vl += is_b;
-                else too_long |= is_b;
+                if (vl < SG_MP_MAX_BOUNDARY)
+                    b[is_b ? vl : 0] = c, vl += is_b;
+                else
+                    too_long |= is_b;
             }
             if (!closed && is_b) return msg_err(msg, msg_len, "unterminated quoted boundary");
-            while (i < len && ct[i] != ';') i++;
+            while (i < len && ct[i] != ';')
+                i++;
         } else {
             size_t vs = i;
-            while (i < len && ct[i] != ';') i++;
+            while (i < len && ct[i] != ';')
+                i++;
             size_t ve = i;
-            while (ve > vs && is_ws(ct[ve - 1])) ve--;
+            while (ve > vs && is_ws(ct[ve - 1]))
+                ve--;
             if (is_b) {
                 vl = SG_MIN(ve - vs, (size_t)SG_MP_MAX_BOUNDARY);
                 too_long = ve - vs > SG_MP_MAX_BOUNDARY;
@@ -195,9 +210,18 @@ void sg_mp_free(sg_mp_t *mp)
     free(mp);
 }
 
-const char *sg_mp_errmsg(const sg_mp_t *mp) { return mp->errmsg; }
-int sg_mp_done(const sg_mp_t *mp) { return mp->state == S_DONE; }
-size_t sg_mp_part_count(const sg_mp_t *mp) { return mp->nparts; }
+const char *sg_mp_errmsg(const sg_mp_t *mp)
+{
+    return mp->errmsg;
+}
+int sg_mp_done(const sg_mp_t *mp)
+{
+    return mp->state == S_DONE;
+}
+size_t sg_mp_part_count(const sg_mp_t *mp)
+{
+    return mp->nparts;
+}
 
 /* ---- events */
 
@@ -262,7 +286,8 @@ static char *param_value(const char *v, size_t *i, char **dec)
         }
         if (v[k] == '"') k++;
     } else {
-        while (v[k] && v[k] != ';' && !is_ws(v[k])) *(*dec)++ = v[k++];
+        while (v[k] && v[k] != ';' && !is_ws(v[k]))
+            *(*dec)++ = v[k++];
     }
     *(*dec)++ = 0;
     *i = k;
@@ -303,23 +328,31 @@ static void parse_disposition(sg_mp_t *mp, const char *v)
     char *dec = mp->dec;
     const char *filename = NULL, *filename_ext = NULL;
     size_t i = 0;
-    while (v[i] && v[i] != ';') i++;
+    while (v[i] && v[i] != ';')
+        i++;
     while (v[i] == ';') {
         i++;
-        while (is_ws(v[i])) i++;
+        while (is_ws(v[i]))
+            i++;
         size_t ns = i;
-        while (v[i] && v[i] != '=' && v[i] != ';' && !is_ws(v[i])) i++;
+        while (v[i] && v[i] != '=' && v[i] != ';' && !is_ws(v[i]))
+            i++;
         size_t nl = i - ns;
-        while (is_ws(v[i])) i++;
+        while (is_ws(v[i]))
+            i++;
         if (v[i] != '=') continue;
         i++;
-        while (is_ws(v[i])) i++;
+        while (is_ws(v[i]))
+            i++;
         char *val = param_value(v, &i, &dec);
-        if (nl == 4 && !strncasecmp(v + ns, "name", 4) && !mp->part.name) mp->part.name = val;
-        else if (nl == 8 && !strncasecmp(v + ns, "filename", 8) && !filename) filename = val;
+        if (nl == 4 && !strncasecmp(v + ns, "name", 4) && !mp->part.name)
+            mp->part.name = val;
+        else if (nl == 8 && !strncasecmp(v + ns, "filename", 8) && !filename)
+            filename = val;
         else if (nl == 9 && !strncasecmp(v + ns, "filename*", 9) && !filename_ext)
             filename_ext = ext_value(val);
-        while (is_ws(v[i])) i++;
+        while (is_ws(v[i]))
+            i++;
         if (v[i] && v[i] != ';') break; /* junk after a value */
     }
     mp->part.filename = filename_ext ? filename_ext : filename;
@@ -333,13 +366,16 @@ static int headers_done(sg_mp_t *mp)
         char *colon = strchr(line, ':');
         if (!colon) return set_err(mp, SG_EPROTO, "malformed multipart part header (no ':')");
         char *ne = colon;
-        while (ne > line && is_ws(ne[-1])) ne--;
+        while (ne > line && is_ws(ne[-1]))
+            ne--;
         if (ne == line) return set_err(mp, SG_EPROTO, "malformed multipart part header name");
         *ne = 0;
         char *val = colon + 1;
-        while (is_ws(*val)) val++;
+        while (is_ws(*val))
+            val++;
         char *ve = val + strlen(val);
-        while (ve > val && is_ws(ve[-1])) ve--;
+        while (ve > val && is_ws(ve[-1]))
+            ve--;
         *ve = 0;
         mp->hdrs[k].name = line;
         mp->hdrs[k].value = val;
@@ -382,8 +418,7 @@ static int header_byte(sg_mp_t *mp, char c)
     if (mp->cur_len == 0) {
         if (is_ws(c) && mp->nlines > 0) { /* folded: continue the previous line */
             if (mp->hlen + 1 > mp->max_hbytes)
-                return set_err(mp, SG_ETOOBIG,
-                               "multipart part headers too large (limit %zu bytes)",
+                return set_err(mp, SG_ETOOBIG, "multipart part headers too large (limit %zu bytes)",
                                mp->max_hbytes);
             mp->hbuf[mp->hlen - 1] = ' ';
             mp->cont = 1;
@@ -469,7 +504,8 @@ int sg_mp_feed(sg_mp_t *mp, const char *p, size_t n, size_t *consumed)
                         break;
                     }
                     size_t qi = (size_t)(q - p), k = 1;
-                    while (k < dl && qi + k < n && p[qi + k] == d[k]) k++;
+                    while (k < dl && qi + k < n && p[qi + k] == d[k])
+                        k++;
                     if (k == dl) {
                         e = qi;
                         i = qi + dl;

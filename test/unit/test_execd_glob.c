@@ -83,12 +83,21 @@ static const mcase_t cases[] = {
     {"[,]", ",", 1},
     {"a[/]b", "a/b", 0}, /* a class never matches the separator */
     /* UTF-8: ? and classes take one rune */
-    {"a?b", "a\xe2\x98\xba" "b", 1},
-    {"a[^a]b", "a\xe2\x98\xba" "b", 1},
-    {"a???b", "a\xe2\x98\xba" "b", 0},
+    {"a?b",
+     "a\xe2\x98\xba"
+     "b",
+     1},
+    {"a[^a]b",
+     "a\xe2\x98\xba"
+     "b",
+     1},
+    {"a???b",
+     "a\xe2\x98\xba"
+     "b",
+     0},
     {"[a-\xce\xb6]*", "\xce\xb1", 1},
     {"*[a-\xce\xb6]", "A", 0},
-    {"?", "\xff", 1},  /* an invalid byte is one character */
+    {"?", "\xff", 1},    /* an invalid byte is one character */
     {"\xff", "\xfe", 0}, /* and only equals itself */
     {"a?b", "a/b", 0},
     {"a*b", "a/b", 0},
@@ -208,8 +217,7 @@ static void test_invalid(void **state)
         assert_null(g);
         assert_non_null(strstr(msg, inv[i].msg_part));
         if (rc == SG_EINVAL) assert_int_equal(strncmp(msg, "syntax error in pattern", 23), 0);
-        assert_int_equal(sg_glob_validate(inv[i].pat, strlen(inv[i].pat), msg2, sizeof(msg2)) ==
-                             0,
+        assert_int_equal(sg_glob_validate(inv[i].pat, strlen(inv[i].pat), msg2, sizeof(msg2)) == 0,
                          rc == SG_ETOOBIG && strstr(msg, "alternatives")); /* count is compile's */
         assert_true(sg_glob_match_once(inv[i].pat, "a", NULL, 0) < 0);
     }
@@ -217,10 +225,9 @@ static void test_invalid(void **state)
     for (size_t i = 0; i < SG_ARRAY_SIZE(cases); i++)
         assert_int_equal(sg_glob_validate(cases[i].pat, strlen(cases[i].pat), NULL, 0), 0);
     /* 10 binary braces = 1024 alternatives: exactly at the bound */
-    assert_int_equal(
-        sg_glob_match_once("{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}", "abababbbba",
-                           NULL, 0),
-        1);
+    assert_int_equal(sg_glob_match_once("{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}",
+                                        "abababbbba", NULL, 0),
+                     1);
     /* pattern length bound */
     size_t n = SG_GLOB_MAX_PATTERN + 1;
     char *big = malloc(n + 1);
@@ -248,7 +255,8 @@ static void test_no_blowup(void **state)
     name[n + 1] = 0;
     assert_int_equal(sg_glob_match_once("*a*a*a*a*a*a*a*a*a*a*b", name, NULL, 0), 1);
     /* same with path separators for the globstar states */
-    for (size_t i = 1; i < n; i += 3) name[i] = '/';
+    for (size_t i = 1; i < n; i += 3)
+        name[i] = '/';
     assert_int_equal(sg_glob_match_once("**/a*/**/a*/**/a*/**/*c", name, NULL, 0), 0);
     assert_int_equal(sg_glob_match_once("**/a*/**/a*/**/a*/**/*b", name, NULL, 0), 1);
     free(name);

@@ -29,7 +29,7 @@ typedef struct {
     size_t len, cap;
     char *part; /* current part's data */
     size_t plen, pcap;
-    int pause_every; /* return SG_MP_PAUSE from every callback */
+    int pause_every;  /* return SG_MP_PAUSE from every callback */
     int fail_on_data; /* return this (negative) from the first data callback */
     int events;
 } rec_t;
@@ -138,7 +138,8 @@ static char *run_cuts(const char *boundary, const char *body, size_t len, const 
     }
     if (rc >= 0) {
         size_t guard = 0;
-        while ((rc = sg_mp_finish(mp)) == SG_MP_PAUSED) assert_true(++guard < 100);
+        while ((rc = sg_mp_finish(mp)) == SG_MP_PAUSED)
+            assert_true(++guard < 100);
     }
     rec_printf(&r, "[rc %d: %s]", rc, sg_mp_errmsg(mp));
     sg_mp_free(mp);
@@ -160,13 +161,15 @@ static char *check_all_splits(const char *boundary, const char *body, size_t len
     for (size_t k = 0; k <= len; k++) {
         for (int pe = 0; pe < 2; pe++) {
             char *got = run_cuts(boundary, body, len, &k, 1, pe, NULL);
-            if (strcmp(got, want)) fprintf(stderr, "split at %zu pause %d:\n%s\nwant\n%s\n", k, pe, got, want);
+            if (strcmp(got, want))
+                fprintf(stderr, "split at %zu pause %d:\n%s\nwant\n%s\n", k, pe, got, want);
             assert_string_equal(got, want);
             free(got);
         }
     }
     size_t *cuts = malloc((len + 1) * sizeof(*cuts));
-    for (size_t k = 0; k < len; k++) cuts[k] = k;
+    for (size_t k = 0; k < len; k++)
+        cuts[k] = k;
     for (int pe = 0; pe < 2; pe++) {
         char *got = run_cuts(boundary, body, len, cuts, len, pe, NULL);
         assert_string_equal(got, want);
@@ -217,21 +220,22 @@ static void test_sdk_layout(void **state)
 static void test_pairs_and_plain_field(void **state)
 {
     (void)state;
-    static const char lit[] = "--XyZ\r\n"
-                              "Content-Disposition: form-data; name=\"metadata\"\r\n"
-                              "Content-Type: application/json\r\n\r\n"
-                              "{\"path\":\"/a\"}\r\n"
-                              "--XyZ\r\n"
-                              "Content-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n"
-                              "Content-Type: application/octet-stream\r\n\r\n"
-                              "\x00\x01\r\n--XyZz\r\n\r\r\n-\r\n"
-                              "--XyZ\r\n"
-                              "content-disposition: form-data; name=metadata; filename=\"m\"\r\n\r\n"
-                              "{\"path\":\"/b\"}\r\n"
-                              "--XyZ\r\n"
-                              "Content-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\n"
-                              "\r\n"
-                              "--XyZ--";
+    static const char lit[] =
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"metadata\"\r\n"
+        "Content-Type: application/json\r\n\r\n"
+        "{\"path\":\"/a\"}\r\n"
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+        "\x00\x01\r\n--XyZz\r\n\r\r\n-\r\n"
+        "--XyZ\r\n"
+        "content-disposition: form-data; name=metadata; filename=\"m\"\r\n\r\n"
+        "{\"path\":\"/b\"}\r\n"
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\n"
+        "\r\n"
+        "--XyZ--";
     size_t len = sizeof(lit) - 1; /* the body has NULs in it */
     char *log = check_all_splits("XyZ", lit, len);
     static const char want[] =
@@ -254,10 +258,13 @@ static void test_framing(void **state)
     static const struct {
         const char *boundary, *body, *want;
     } t[] = {
-        {"b", "preamble --b junk\r\n--bX not yet\r\n--b \t\r\nA: 1\r\n\r\nx\r\n--b--\r\nepilogue --b\r\n",
+        {"b",
+         "preamble --b junk\r\n--bX not yet\r\n--b \t\r\nA: 1\r\n\r\nx\r\n--b--\r\nepilogue "
+         "--b\r\n",
          "[begin 0 name=(null) filename=(null) type=(null) nh=1][data 1:x][end][body end][rc 0: ]"},
         /* bare LF everywhere (Go accepts this) */
-        {"b", "--b\nContent-Disposition: form-data; name=\"f\"\n\nline1\nline2\n--b\nX:y\n\n\n--b--\n",
+        {"b",
+         "--b\nContent-Disposition: form-data; name=\"f\"\n\nline1\nline2\n--b\nX:y\n\n\n--b--\n",
          "[begin 0 name=f filename=(null) type=(null) nh=1][data 11:line1\nline2][end]"
          "[begin 1 name=(null) filename=(null) type=(null) nh=1][data 0:][end][body end][rc 0: ]"},
         /* CRLF framing, LF header lines */
@@ -268,8 +275,9 @@ static void test_framing(void **state)
          "[begin 0 name=(null) filename=(null) type=(null) nh=0]"
          "[data 41:--bound-x\r\n--boun\r\n--bound  x\r\n--bound\r--][end][body end][rc 0: ]"},
         /* folded header, quoted escapes, filename* wins, unquoted values, odd case */
-        {"b", "--b\r\nCONTENT-DISPOSITION: form-data;\r\n name=\"a\\\"b\";  FILENAME=\"x.txt\";"
-              " filename*=UTF-8''na%C3%AFve%20f.txt\r\ncontent-type:   text/x  \r\n\r\nz\r\n--b--",
+        {"b",
+         "--b\r\nCONTENT-DISPOSITION: form-data;\r\n name=\"a\\\"b\";  FILENAME=\"x.txt\";"
+         " filename*=UTF-8''na%C3%AFve%20f.txt\r\ncontent-type:   text/x  \r\n\r\nz\r\n--b--",
          "[begin 0 name=a\"b filename=na\xc3\xafve f.txt type=text/x nh=2][data 1:z][end]"
          "[body end][rc 0: ]"},
         {"b", "--b\r\nContent-Disposition: form-data; name=n; filename=f.bin\r\n\r\n\r\n--b--",
@@ -348,11 +356,13 @@ static void test_random_splits(void **state)
         }
         len += (size_t)sprintf(body + len, "--%s--\r\n", b);
         char *want = run_whole(b, body, len);
-        if (!strstr(want, "[body end][rc 0: ]")) fprintf(stderr, "round %d: %s\n", round, strstr(want, "[rc"));
+        if (!strstr(want, "[body end][rc 0: ]"))
+            fprintf(stderr, "round %d: %s\n", round, strstr(want, "[rc"));
         assert_non_null(strstr(want, "[body end][rc 0: ]"));
         for (int trial = 0; trial < 20; trial++) {
             size_t ncuts = 1 + rnd() % 200, *cuts = malloc(ncuts * sizeof(*cuts));
-            for (size_t k = 0; k < ncuts; k++) cuts[k] = rnd() % (len + 1);
+            for (size_t k = 0; k < ncuts; k++)
+                cuts[k] = rnd() % (len + 1);
             for (size_t a = 1; a < ncuts; a++) /* insertion sort */
                 for (size_t c = a; c > 0 && cuts[c - 1] > cuts[c]; c--) {
                     size_t x = cuts[c];
@@ -395,7 +405,8 @@ static int big_data(sg_mp_t *mp, const char *p, size_t n, void *data)
         b->held += n;
         assert_true(n <= 64); /* held back: a delimiter prefix, never part content at large */
     }
-    for (size_t i = 0; i < n; i++) b->sum = (b->sum ^ (unsigned char)p[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        b->sum = (b->sum ^ (unsigned char)p[i]) * 0x100000001b3ull;
     b->count += n;
     return 0;
 }
@@ -424,8 +435,9 @@ static void test_100mib_stream(void **state)
     char *buf = malloc(chunk + 256);
     uint64_t want_sum = 0xcbf29ce484222325ull;
     st.sum = want_sum;
-    int n = sprintf(buf, "--%s\r\nContent-Disposition: form-data; name=\"file\"; "
-                         "filename=\"big\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+    int n = sprintf(buf,
+                    "--%s\r\nContent-Disposition: form-data; name=\"file\"; "
+                    "filename=\"big\"\r\nContent-Type: application/octet-stream\r\n\r\n",
                     bnd);
     st.piece = buf;
     st.piece_len = (size_t)n;
@@ -444,7 +456,8 @@ static void test_100mib_stream(void **state)
             near++;
         }
         pieces++;
-        for (size_t i = 0; i < len; i++) want_sum = (want_sum ^ (unsigned char)buf[i]) * 0x100000001b3ull;
+        for (size_t i = 0; i < len; i++)
+            want_sum = (want_sum ^ (unsigned char)buf[i]) * 0x100000001b3ull;
         st.piece = buf;
         st.piece_len = len;
         size_t used;
@@ -502,7 +515,8 @@ static void test_boundary_header(void **state)
             assert_string_equal(b, t[i].want);
             assert_int_equal(bl, strlen(t[i].want));
         } else {
-            if (rc != SG_EINVAL || !strstr(msg, t[i].msg)) fprintf(stderr, "ct case %zu: %s\n", i, msg);
+            if (rc != SG_EINVAL || !strstr(msg, t[i].msg))
+                fprintf(stderr, "ct case %zu: %s\n", i, msg);
             assert_int_equal(rc, SG_EINVAL);
             assert_non_null(strstr(msg, t[i].msg));
         }
@@ -512,7 +526,8 @@ static void test_boundary_header(void **state)
     int n = sprintf(ct, "multipart/form-data; boundary=");
     memset(ct + n, 'x', SG_MP_MAX_BOUNDARY + 1);
     ct[n + SG_MP_MAX_BOUNDARY + 1] = 0;
-    assert_int_equal(sg_mp_boundary(ct, strlen(ct), b, sizeof(b), &bl, msg, sizeof(msg)), SG_EINVAL);
+    assert_int_equal(sg_mp_boundary(ct, strlen(ct), b, sizeof(b), &bl, msg, sizeof(msg)),
+                     SG_EINVAL);
     assert_non_null(strstr(msg, "too long"));
     ct[n + SG_MP_MAX_BOUNDARY] = 0;
     assert_int_equal(sg_mp_boundary(ct, strlen(ct), b, sizeof(b), &bl, msg, sizeof(msg)), 0);
@@ -531,7 +546,8 @@ static void expect_error(const char *boundary, const char *body, const sg_mp_lim
     char *want = run_cuts(boundary, body, len, NULL, 0, 0, lim);
     char rc[64];
     snprintf(rc, sizeof(rc), "[rc %d: ", code);
-    if (!strstr(want, rc) || !strstr(want, msg_part) || strncmp(want, log_prefix, strlen(log_prefix)))
+    if (!strstr(want, rc) || !strstr(want, msg_part) ||
+        strncmp(want, log_prefix, strlen(log_prefix)))
         fprintf(stderr, "error case: %s\n", want);
     assert_non_null(strstr(want, rc));
     assert_non_null(strstr(want, msg_part));
@@ -550,19 +566,24 @@ static void test_errors(void **state)
     (void)state;
     sg_mp_limits_t lim = {.max_header_bytes = 64, .max_headers = 2, .max_parts = 2};
     expect_error("b", "", NULL, SG_EPROTO, "before the first boundary", "");
-    expect_error("b", "no boundary here\r\n--c\r\n", NULL, SG_EPROTO, "before the first boundary", "");
+    expect_error("b", "no boundary here\r\n--c\r\n", NULL, SG_EPROTO, "before the first boundary",
+                 "");
     expect_error("b", "--b", NULL, SG_EPROTO, "before the first boundary", "");
     expect_error("b", "--b\r\nA: b\r\n", NULL, SG_EPROTO, "inside part headers", "");
     expect_error("b", "--b\r\n\r\ndata\r\n--b-", NULL, SG_EPROTO, "before the closing boundary",
                  "[begin 0");
-    expect_error("b", "--b\r\n\r\ndata", NULL, SG_EPROTO, "before the closing boundary", "[begin 0");
+    expect_error("b", "--b\r\n\r\ndata", NULL, SG_EPROTO, "before the closing boundary",
+                 "[begin 0");
     expect_error("b", "--b\r\nno colon\r\n\r\n--b--", NULL, SG_EPROTO, "no ':'", "");
     expect_error("b", "--b\r\n: empty name\r\n\r\n--b--", NULL, SG_EPROTO, "header name", "");
     expect_error("b", "--b\r\nA: 1\rB: 2\r\n\r\n--b--", NULL, SG_EPROTO, "bare CR", "");
     expect_error("b", "--b\r\nA: \x01\r\n\r\n--b--", NULL, SG_EPROTO, "control character", "");
-    expect_error("b", "--b\r\nA: 0123456789012345678901234567890123456789012345678901234567890\r\n\r\n--b--",
-                 &lim, SG_ETOOBIG, "headers too large (limit 64 bytes)", "");
-    expect_error("b", "--b\r\nA: 1\r\n 0123456789012345678901234567890123456789012345678901234567890\r\n\r\n--b--",
+    expect_error(
+        "b", "--b\r\nA: 0123456789012345678901234567890123456789012345678901234567890\r\n\r\n--b--",
+        &lim, SG_ETOOBIG, "headers too large (limit 64 bytes)", "");
+    expect_error("b",
+                 "--b\r\nA: 1\r\n "
+                 "0123456789012345678901234567890123456789012345678901234567890\r\n\r\n--b--",
                  &lim, SG_ETOOBIG, "headers too large", "");
     expect_error("b", "--b\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n--b--", &lim, SG_ETOOBIG,
                  "too many multipart part headers (limit 2)", "");
@@ -571,7 +592,8 @@ static void test_errors(void **state)
                  "[begin 0 name=(null) filename=(null) type=(null) nh=0][data 1:1][end]"
                  "[begin 1 name=(null) filename=(null) type=(null) nh=0]");
     /* within the limits the same shapes pass */
-    char *ok = run_cuts("b", "--b\r\nA: 1\r\nB: 2\r\n\r\n1\r\n--b\r\n\r\n2\r\n--b--", 37, NULL, 0, 0, &lim);
+    char *ok = run_cuts("b", "--b\r\nA: 1\r\nB: 2\r\n\r\n1\r\n--b\r\n\r\n2\r\n--b--", 37, NULL, 0,
+                        0, &lim);
     assert_non_null(strstr(ok, "[body end][rc 0: ]"));
     free(ok);
 }
@@ -632,7 +654,8 @@ static void test_pause_resume(void **state)
     assert_int_equal(used, len - pos);
     assert_int_equal(sg_mp_finish(mp), 0);
     assert_int_equal(r.events, 4);
-    assert_string_equal(r.log, "[begin 0 name=(null) filename=(null) type=(null) nh=0][data 3:abc][end][body end]");
+    assert_string_equal(
+        r.log, "[begin 0 name=(null) filename=(null) type=(null) nh=0][data 3:abc][end][body end]");
     sg_mp_free(mp);
     rec_free(&r);
 }
