@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,13 +291,162 @@ static void test_compiled_reuse_and_base(void **state)
     sg_glob_free(NULL);
 }
 
+/* ---- differential check against a naive backtracking matcher (exponential, tiny inputs) */
+
+static int ref_match(const char *pat, size_t pn, size_t pi, const char *s, size_t sn, size_t si);
+
+static int ref_seg(const char *pat, size_t pi)
+{
+    return pi == 0 || pat[pi - 1] == '/';
+}
+
+/* The rest of pat after a '/' at pi (possibly written "\/") is exactly "**". */
+static int ref_tail(const char *pat, size_t pn, size_t pi)
+{
+    size_t w = pat[pi] == '\\' ? 2 : 1;
+    return pi + w + 2 == pn && pat[pi + w] == '*' && pat[pi + w + 1] == '*';
+}
+
+static int ref_class(const char *pat, size_t *pi, char c)
+{
+    size_t i = *pi + 1;
+    int neg = 0, hit = 0, have_last = 0;
+    char last = 0;
+    if (pat[i] == '!' || pat[i] == '^') neg = 1, i++;
+    while (pat[i] != ']') {
+        if (pat[i] == '-' && have_last && pat[i + 1] != ']') {
+            i++;
+            if (pat[i] == '\\') i++;
+            hit |= last <= c && c <= pat[i];
+            i++;
+            have_last = 0;
+            continue;
+        }
+        if (pat[i] == '\\') i++;
+        last = pat[i++];
+        have_last = 1;
+        hit |= last == c;
+    }
+    *pi = i + 1;
+    return hit != neg;
+}
+
+static int ref_match(const char *pat, size_t pn, size_t pi, const char *s, size_t sn, size_t si)
+{
+    if (pi == pn) return si == sn;
+    char c = pat[pi];
+    if (c == '*') {
+        if (pi + 1 < pn && pat[pi + 1] == '*' && ref_seg(pat, pi)) {
+            if (pi + 2 == pn) return 1; /* "**" alone or after "**\/" */
+            if (pat[pi + 2] == '/') {
+                if (ref_match(pat, pn, pi + 3, s, sn, si)) return 1;
+                for (size_t k = si; k < sn; k++)
+                    if (s[k] == '/' && ref_match(pat, pn, pi + 3, s, sn, k + 1)) return 1;
+                return 0;
+            }
+            pi++;
+        }
+        for (size_t k = si;; k++) {
+            if (ref_match(pat, pn, pi + 1, s, sn, k)) return 1;
+            if (k == sn || s[k] == '/') return 0;
+        }
+    }
+    if (c == '{') {
+        size_t d = 1, i, alt = pi + 1, close;
+        for (close = pi + 1; d; close++) {
+            if (pat[close] == '\\')
+                close++;
+            else if (pat[close] == '[') {
+                size_t j = close;
+                ref_class(pat, &j, 0); /* only to skip it */
+                close = j - 1;
+            } else if (pat[close] == '{')
+                d++;
+            else if (pat[close] == '}')
+                d--;
+        }
+        close--; /* at the matching '}' */
+        d = 0;
+        for (i = pi + 1; i <= close; i++) {
+            if (pat[i] == '\\') {
+                i++;
+                continue;
+            }
+            if (pat[i] == '[') {
+                size_t j = i;
+                ref_class(pat, &j, 0);
+                i = j - 1;
+                continue;
+            }
+            if (pat[i] == '{')
+                d++;
+            else if (pat[i] == '}' && d)
+                d--;
+            else if ((pat[i] == ',' && !d) || i == close) {
+                char buf[256];
+                size_t m = 0;
+                memcpy(buf, pat, pi), m = pi;
+                memcpy(buf + m, pat + alt, i - alt), m += i - alt;
+                memcpy(buf + m, pat + close + 1, pn - close - 1), m += pn - close - 1;
+                if (ref_match(buf, m, pi, s, sn, si)) return 1;
+                alt = i + 1;
+            }
+        }
+        return 0;
+    }
+    if ((c == '/' || (c == '\\' && pat[pi + 1] == '/')) && ref_tail(pat, pn, pi))
+        return si == sn || s[si] == '/';
+    if (si == sn) return 0;
+    if (c == '?') return s[si] != '/' && ref_match(pat, pn, pi + 1, s, sn, si + 1);
+    if (c == '[') {
+        size_t j = pi;
+        int hit = ref_class(pat, &j, s[si]);
+        return hit && s[si] != '/' && ref_match(pat, pn, j, s, sn, si + 1);
+    }
+    if (c == '\\') c = pat[++pi];
+    return s[si] == c && ref_match(pat, pn, pi + 1, s, sn, si + 1);
+}
+
+static void test_differential(void **state)
+{
+    (void)state;
+    static const char pal[] = "ab/*?[]!^-{},\\";
+    static const char nal[] = "ab/-,!{";
+    uint64_t r = 12345;
+    int compared = 0, matched = 0;
+    for (int iter = 0; iter < 200000; iter++) {
+        char pat[16], name[16];
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        size_t pn = r % 9, nn = (r >> 8) % 8;
+        for (size_t i = 0; i < pn; i++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            pat[i] = pal[r % (sizeof(pal) - 1)];
+        }
+        for (size_t i = 0; i < nn; i++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            name[i] = nal[r % (sizeof(nal) - 1)];
+        }
+        pat[pn] = name[nn] = 0;
+        sg_glob_t *g;
+        if (sg_glob_compile(pat, pn, &g, NULL, 0)) continue;
+        int got = sg_glob_match(g, name, nn), want = ref_match(pat, pn, 0, name, nn, 0);
+        if (got != want)
+            fprintf(stderr, "pattern \"%s\" name \"%s\": got %d want %d\n", pat, name, got, want);
+        assert_int_equal(got, want);
+        sg_glob_free(g);
+        compared++;
+        matched += got;
+    }
+    assert_true(compared > 20000);
+    assert_true(matched > 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),
-        cmocka_unit_test(test_invalid),
-        cmocka_unit_test(test_no_blowup),
-        cmocka_unit_test(test_compiled_reuse_and_base),
+        cmocka_unit_test(test_table),        cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_no_blowup),    cmocka_unit_test(test_compiled_reuse_and_base),
+        cmocka_unit_test(test_differential),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
