@@ -133,10 +133,11 @@ int sg_mp_boundary(const char *ct, size_t len, char *out, size_t out_size, size_
                     break;
                 }
                 if (c == '\\' && i + 1 < len) c = ct[++i];
+                if (!is_b) continue;
                 if (vl < SG_MP_MAX_BOUNDARY)
-                    b[is_b ? vl : 0] = c, vl += is_b;
+                    b[vl++] = c;
                 else
-                    too_long |= is_b;
+                    too_long = 1;
             }
             if (!closed && is_b) return msg_err(msg, msg_len, "unterminated quoted boundary");
             while (i < len && ct[i] != ';')

@@ -495,6 +495,7 @@ static void test_boundary_header(void **state)
         {"Multipart/Form-Data ;charset=utf-8;  BOUNDARY = \"a b\\\"c\" ; x=y", "a b\"c", NULL},
         {"multipart/form-data; boundary=\"q;=,\"", "q;=,", NULL},
         {"multipart/form-data; x=\"boundary=no\"; boundary=yes", "yes", NULL},
+        {"multipart/form-data; boundary=yes; x=\"zz\"; boundary=no", "yes", NULL},
         {"multipart/form-data", NULL, "missing boundary"},
         {"multipart/form-data; boundary", NULL, "missing boundary"},
         {"multipart/form-data; boundary=", NULL, "empty"},
