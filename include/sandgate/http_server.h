@@ -59,16 +59,16 @@
  * silently), body inactivity timeout (408, only while the handler is reading and not paused),
  * idle keep-alive timeout (closed silently), send timeout (a write stuck that long: closed).
  * Connection cap: a connection over max_connections is accepted, answered `503` JSON
- * (`{"code":"overloaded",...}`) with `Connection: close` and closed (clients get a reason
+ * (`{"code":"OVERLOADED",...}`) with `Connection: close` and closed (clients get a reason
  * instead of a reset; the reject costs one write and no parsing).
  * Closing after a response (errors, Connection: close, an unread body) is a lingering close:
  * the write side is shut and input drained for up to 2 s so the kernel does not answer the
  * client's unsent bytes with a RST that would destroy the response (plaintext; TLS closes).
  *
- * Errors the server answers by itself use these codes: bad_request (400), header_timeout /
- * body_timeout (408), body_too_large (413), url_too_long (414), headers_too_large /
- * too_many_headers (431), internal (500: handler released without answering or gave invalid
- * headers), overloaded (503).
+ * Errors the server answers by itself use these codes: BAD_REQUEST (400), HEADER_TIMEOUT /
+ * BODY_TIMEOUT (408), BODY_TOO_LARGE (413), URL_TOO_LONG (414), HEADERS_TOO_LARGE /
+ * TOO_MANY_HEADERS (431), INTERNAL_ERROR (500: handler released without answering or gave
+ * invalid headers), OVERLOADED (503).
  *
  * Parsing is covered by test/fuzz/fuzz_http_request.c, which drives real connections (unix
  * socket) with arbitrary bytes.

@@ -165,14 +165,14 @@ static void on_rtimer(sg_tentry_t *e)
     switch (ph) {
     case SG__RT_HEADER:
         if (c->got_bytes) {
-            sg__http_conn_error(c, 408, "header_timeout", "request headers not received in time");
+            sg__http_conn_error(c, 408, "HEADER_TIMEOUT", "request headers not received in time");
             conn_process(c);
         } else {
             conn_close(c);
         }
         break;
     case SG__RT_BODY:
-        sg__http_conn_error(c, 408, "body_timeout", "request body stalled");
+        sg__http_conn_error(c, 408, "BODY_TIMEOUT", "request body stalled");
         conn_process(c);
         break;
     default: conn_close(c); break; /* idle, linger */
@@ -234,7 +234,7 @@ static int head_limit(sg__http_conn_t *c, size_t add)
     c->head_bytes += add;
     if (c->head_bytes > c->srv->cfg.limits.max_header_bytes) {
         c->err_status = 431;
-        c->err_code = "headers_too_large";
+        c->err_code = "HEADERS_TOO_LARGE";
         c->err_msg = "request header section too large";
         return -1;
     }
@@ -256,7 +256,7 @@ static int p_url(llhttp_t *p, const char *at, size_t n)
     sg__http_conn_t *c = p->data;
     if (c->url.len + n > c->srv->cfg.limits.max_url_bytes) {
         c->err_status = 414;
-        c->err_code = "url_too_long";
+        c->err_code = "URL_TOO_LONG";
         c->err_msg = "request target too long";
         return -1;
     }
@@ -287,7 +287,7 @@ static int p_header_value_complete(llhttp_t *p)
     sg_hdrs_t *h = &c->hdrs; /* the request takes it over at headers-complete */
     if (h->n + 1 > c->srv->cfg.limits.max_header_count) {
         c->err_status = 431;
-        c->err_code = "too_many_headers";
+        c->err_code = "TOO_MANY_HEADERS";
         c->err_msg = "too many request header fields";
         return -1;
     }
@@ -329,7 +329,7 @@ static sg_http_req_t *req_new(sg__http_conn_t *c)
     req->query = req->url;
     sg_hdrs_init(&req->hdrs);
     srv->req_seq++;
-    snprintf(req->id, sizeof(req->id), "%08x%08llx", srv->id_salt, (unsigned long long)srv->req_seq);
+    snprintf(req->id, sizeof(req->id), "%016llx%016llx", (unsigned long long)srv->id_salt, (unsigned long long)srv->req_seq);
     return req;
 }
 
@@ -367,7 +367,7 @@ static int p_headers_complete(llhttp_t *p)
     uint64_t max = srv->cfg.limits.max_body_bytes;
     if (max && req->content_length > 0 && (uint64_t)req->content_length > max) {
         c->err_status = 413;
-        c->err_code = "body_too_large";
+        c->err_code = "BODY_TOO_LARGE";
         c->err_msg = "request body too large";
         return -1;
     }
@@ -383,7 +383,7 @@ static int p_body(llhttp_t *p, const char *at, size_t n)
     req->body_read += n;
     if (max && req->body_read > max) {
         c->err_status = 413;
-        c->err_code = "body_too_large";
+        c->err_code = "BODY_TOO_LARGE";
         c->err_msg = "request body too large";
         return -1;
     }
@@ -458,7 +458,7 @@ static size_t conn_exec(sg__http_conn_t *c, const char *p, size_t n)
     } else if (err != HPE_OK) {
         if (!c->err_status) {
             c->err_status = 400;
-            c->err_code = "bad_request";
+            c->err_code = "BAD_REQUEST";
             c->err_msg = llhttp_get_error_reason(&c->parser);
             if (!c->err_msg) c->err_msg = "malformed request";
         }
@@ -764,7 +764,7 @@ static void on_connection(uv_stream_t *ls, int status)
     sg_sock_nodelay(&c->sock, 1);
     if (srv->cfg.limits.max_connections && srv->nconns > srv->cfg.limits.max_connections) {
         c->reject = 1;
-        sg__http_conn_error(c, 503, "overloaded", "too many connections, retry later");
+        sg__http_conn_error(c, 503, "OVERLOADED", "too many connections, retry later");
         conn_process(c);
         return;
     }
@@ -811,7 +811,7 @@ int sg_http_server_new(uv_loop_t *loop, const sg_http_server_config_t *cfg, sg_h
     sg_tlist_init(loop, &srv->t_send, l->send_timeout_ms);
     sg_tlist_init(loop, &srv->t_linger, SG__HTTP_LINGER_MS);
     srv->handles_open = 7;
-    srv->id_salt = (uint32_t)(sg_now_ns() ^ ((uint64_t)getpid() << 16));
+    srv->id_salt = sg_now_ns() ^ ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)srv;
     *out = srv;
     return 0;
 }

@@ -160,7 +160,7 @@ struct sg_http_server {
     sg_http_server_cb shutdown_cb;
     sg_http_server_cb close_cb;
     uint64_t req_seq;
-    uint32_t id_salt;
+    uint64_t id_salt; /* generated ids: 32 hex chars, salt + sequence */
     time_t date_sec;
     char date[40];
 };

@@ -124,7 +124,7 @@ void sg_http_req_release(sg_http_req_t *req)
     if (req->handler_done) return;
     sg__http_conn_t *c = live_conn(req);
     if (c && req->resp_state == SG__RESP_NONE) {
-        sg_http_respond_error(req, 500, "internal", "handler finished without a response");
+        sg_http_respond_error(req, 500, "INTERNAL_ERROR", "handler finished without a response");
         return;
     }
     if (c && req->resp_state == SG__RESP_STARTED) sg__http_conn_close(c);
@@ -170,7 +170,7 @@ int sg_http_req_read_all(sg_http_req_t *req, size_t max_bytes, sg_http_body_all_
         /* Known too big: answer now, never read it. */
         req->all_overflow = 1;
         req->body_end_sent = 1;
-        sg_http_respond_error(req, 413, "body_too_large", "request body too large");
+        sg_http_respond_error(req, 413, "BODY_TOO_LARGE", "request body too large");
         cb(req, SG_ETOOBIG, NULL, 0, ud);
         return 0;
     }
@@ -205,7 +205,7 @@ int sg__http_req_body_data(sg_http_req_t *req, const char *p, size_t n)
             req->all_overflow = 1;
             req->body_end_sent = 1;
             sg__http_str_free(&req->all);
-            sg_http_respond_error(req, 413, "body_too_large", "request body too large");
+            sg_http_respond_error(req, 413, "BODY_TOO_LARGE", "request body too large");
             req->all_cb(req, SG_ETOOBIG, NULL, 0, req->body_ud);
             return 1; /* handler_finish stopped this connection's parsing */
         }
@@ -428,7 +428,7 @@ static int respond(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs, sg_buf
     if (r < 0) {
         if (req->resp_state == SG__RESP_NONE) {
             /* Bad headers from the handler: still answer, so the client is not left hanging. */
-            sg_http_respond_error(req, 500, "internal", "handler produced an invalid response");
+            sg_http_respond_error(req, 500, "INTERNAL_ERROR", "handler produced an invalid response");
         }
         return r;
     }
@@ -525,7 +525,7 @@ void sg__http_conn_error(sg__http_conn_t *c, int status, const char *code, const
         req->query = q ? q + 1 : req->url + strlen(req->url);
         sg_hdrs_init(&req->hdrs);
         c->srv->req_seq++;
-        snprintf(req->id, sizeof(req->id), "%08x%08llx", c->srv->id_salt,
+        snprintf(req->id, sizeof(req->id), "%016llx%016llx", (unsigned long long)c->srv->id_salt,
                  (unsigned long long)c->srv->req_seq);
         snprintf(req->peer, sizeof(req->peer), "%s", c->peer);
         c->req = req;

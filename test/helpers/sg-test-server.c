@@ -280,7 +280,7 @@ static void handler(sg_http_req_t *req, void *data)
         sg_http_respond_json(req, 200, j);
         json_decref(j);
     } else {
-        sg_http_respond_error(req, 404, "not_found", "no such route");
+        sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
     }
 }
 

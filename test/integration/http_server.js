@@ -171,7 +171,7 @@ test('hello, Date, X-Request-ID (echoed when sane, generated otherwise)', async 
   assert.match(r.headers.date, /GMT$/);
   r = await request(S.port, 'GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: bad id\r\n\r\n');
   assert.notEqual(r.headers['x-request-id'], 'bad id');
-  assert.match(r.headers['x-request-id'], /^[0-9a-f]{16}$/);
+  assert.match(r.headers['x-request-id'], /^[0-9a-f]{32}$/);
 });
 
 test('empty bodies: Content-Length 0, none for 204/304, HEAD without body', async () => {
@@ -279,9 +279,9 @@ test('request bodies: Content-Length and chunked, read_all bound (413)', async (
   r = await request(S.port, 'POST /read-all?max=100 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
   assert.equal(JSON.parse(r.text).bytes, 5);
   r = await request(S.port, 'POST /read-all?max=4 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
-  assertJsonError(r, 413, 'body_too_large');
+  assertJsonError(r, 413, 'BODY_TOO_LARGE');
   r = await request(S.port, 'POST /read-all?max=4 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello');
-  assertJsonError(r, 413, 'body_too_large');
+  assertJsonError(r, 413, 'BODY_TOO_LARGE');
 });
 
 test('Expect: 100-continue is answered when the handler reads the body', async () => {
@@ -317,23 +317,23 @@ test('unread body: small remainder discarded (keep-alive), large one closes', as
 
 test('limits answer with status + JSON and close', async () => {
   let r = await request(S.port, `GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`);
-  assertJsonError(r, 431, 'headers_too_large');
+  assertJsonError(r, 431, 'HEADERS_TOO_LARGE');
   assert.equal(r.headers.connection, 'close');
   let many = '';
   for (let i = 0; i < 120; i++) many += `X-H${i}: v\r\n`;
   r = await request(S.port, `GET /hello HTTP/1.1\r\nHost: x\r\n${many}\r\n`);
-  assertJsonError(r, 431, 'too_many_headers');
+  assertJsonError(r, 431, 'TOO_MANY_HEADERS');
   r = await request(S.port, `GET /${'u'.repeat(9000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
-  assertJsonError(r, 414, 'url_too_long');
+  assertJsonError(r, 414, 'URL_TOO_LONG');
   r = await request(S.port, `POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: ${300 * MiB}\r\n\r\n`);
-  assertJsonError(r, 413, 'body_too_large');
+  assertJsonError(r, 413, 'BODY_TOO_LARGE');
   r = await request(S.port, 'GARBAGE\r\n\r\n');
-  assertJsonError(r, 400, 'bad_request');
+  assertJsonError(r, 400, 'BAD_REQUEST');
   r = await request(S.port, 'POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n');
-  assertJsonError(r, 400, 'bad_request');
+  assertJsonError(r, 400, 'BAD_REQUEST');
   r = await request(S.port, 'POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
   // The handler was already streaming the body: the server answers 400 itself.
-  assertJsonError(r, 400, 'bad_request');
+  assertJsonError(r, 400, 'BAD_REQUEST');
 });
 
 test('chunked body over max_body: 413 mid-stream', async () => {
@@ -353,7 +353,7 @@ test('chunked body over max_body: 413 mid-stream', async () => {
     }
   }
   await withTimeout(reader, 20000, '413');
-  assertJsonError(r, 413, 'body_too_large');
+  assertJsonError(r, 413, 'BODY_TOO_LARGE');
   await c.waitClosed();
 });
 
@@ -365,7 +365,7 @@ test('slowloris: a client dribbling headers is cut by the header timeout (408)',
   const iv = setInterval(() => { if (!c.closed) c.write(`X-D${n++}: y\r\n`); }, 100);
   try {
     const r = await c.response({ ms: 30000 });
-    assertJsonError(r, 408, 'header_timeout');
+    assertJsonError(r, 408, 'HEADER_TIMEOUT');
     await c.waitClosed();
   } finally { clearInterval(iv); }
   assert.ok(n >= 3, 'the client did dribble');
@@ -383,7 +383,7 @@ test('body inactivity timeout: 408', async () => {
   await c.ready;
   c.write('POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789');
   const r = await c.response({ ms: 30000 });
-  assertJsonError(r, 408, 'body_timeout');
+  assertJsonError(r, 408, 'BODY_TIMEOUT');
   await c.waitClosed();
 });
 
@@ -392,7 +392,7 @@ test('read_all aborted by the body timeout: 408, handler told via SG_ECLOSED', a
   await c.ready;
   c.write('POST /read-all?max=1000 HTTP/1.1\r\nHost: x\r\nX-Request-ID: ra-1\r\nContent-Length: 100\r\n\r\n0123456789');
   const r = await c.response({ ms: 30000 });
-  assertJsonError(r, 408, 'body_timeout');
+  assertJsonError(r, 408, 'BODY_TIMEOUT');
   await c.waitClosed();
   // (the handler releasing the request is checked by the leak-checked clean exit at the end)
 });
@@ -539,7 +539,7 @@ test('connection cap: over the cap answers 503 JSON and closes', async () => {
     const c = new Conn(s.port);
     await c.ready;
     const r = await c.response();
-    assertJsonError(r, 503, 'overloaded');
+    assertJsonError(r, 503, 'OVERLOADED');
     assert.equal(r.headers.connection, 'close');
     await c.waitClosed();
     a.close(); b.close();

@@ -210,7 +210,7 @@ static void handler(sg_http_req_t *req, void *data)
         assert_int_equal(sg_http_respond(req, 200, &h, "x", 1), SG_EINVAL);
         sg_hdrs_free(&h);
     } else {
-        sg_http_respond_error(req, 404, "not_found", "no such route");
+        sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
     }
 }
 
@@ -338,7 +338,7 @@ static void test_release_without_response_and_bad_headers(void **state)
                              "GET /badhdr HTTP/1.1\r\nHost: x\r\n\r\n");
     RUN_UNTIL(count_substr(c->in, "HTTP/1.1 500") == 2);
     assert_null(strstr(c->in, "Set-Cookie"));
-    assert_non_null(strstr(c->in, "\"code\":\"internal\""));
+    assert_non_null(strstr(c->in, "\"code\":\"INTERNAL_ERROR\""));
     assert_int_equal(f->releases, 1);
     sg_sock_close(&c->s, c_on_close);
     RUN_UNTIL(c->closed);
