@@ -94,6 +94,12 @@ int sg_sock_read_stop(sg_sock_t *s);
 int sg_sock_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs, sg_sock_write_cb cb);
 static inline int sg_sock_writing(const sg_sock_t *s) { return s->writing; }
 
+/* Writes what the kernel takes right now, synchronously, with no callback: returns the byte
+ * count (possibly short), UV_EAGAIN when nothing can be written this way (TLS, a write in
+ * flight, socket full), or another negative error. The fast path for small responses: a write
+ * that completes here never arms the poller (Redis's write-before-poll). */
+int sg_sock_try_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs);
+
 /* Bounds the kernel send buffer (SO_SNDBUF) and sets TCP_NODELAY; no-ops on unix sockets. */
 int sg_sock_set_sndbuf(sg_sock_t *s, int bytes);
 int sg_sock_nodelay(sg_sock_t *s, int on);

@@ -194,6 +194,21 @@ void sg__http_conn_flush(sg__http_conn_t *c)
     if (c->closing || sg_sock_writing(&c->sock) || c->out.bytes == 0) return;
     size_t total = 0;
     unsigned n = sg_bufq_iov(&c->out, c->iov, SG__HTTP_IOV, 4u << 20, &total);
+    /* Write before polling: most responses fit the socket buffer and are done here, without a
+     * write request (whose completion would make libuv re-arm epoll once per response). */
+    int w = sg_sock_try_write(&c->sock, c->iov, n);
+    if (w > 0) {
+        sg_bufq_consume(&c->out, (size_t)w);
+        if (c->out.bytes == 0) {
+            sg_tentry_disarm(&c->wt);
+            if (c->req && c->req->want_drain) sg__http_conn_kick(c); /* maybe_drain, later */
+            return;
+        }
+        n = sg_bufq_iov(&c->out, c->iov, SG__HTTP_IOV, 4u << 20, &total);
+    } else if (w < 0 && w != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
     int r = sg_sock_write(&c->sock, c->iov, n, on_write);
     if (r < 0) {
         conn_close(c);
@@ -201,6 +216,20 @@ void sg__http_conn_flush(sg__http_conn_t *c)
     }
     c->inflight = total;
     sg_tentry_arm(&c->srv->t_send, &c->wt);
+}
+
+/* Tells a paused producer it may go on once output fell to half the high-water mark. Runs
+ * from write completions and from conn_process, never from inside a producer's own call. */
+static void maybe_drain(sg__http_conn_t *c)
+{
+    sg_http_req_t *req = c->req;
+    if (!req || !req->want_drain || c->out.bytes > high_water(c->srv) / 2) return;
+    req->want_drain = 0;
+    if (req->drain_cb && !req->aborted && !req->handler_done) {
+        sg_http_req_ref(req);
+        req->drain_cb(req);
+        sg_http_req_unref(req); /* conn still holds one: never the last */
+    }
 }
 
 static void on_write(sg_sock_t *s, int status)
@@ -215,15 +244,8 @@ static void on_write(sg_sock_t *s, int status)
     }
     if (c->out.bytes) sg__http_conn_flush(c);
     else sg_tentry_disarm(&c->wt);
-    sg_http_req_t *req = c->req;
-    if (req && req->want_drain && c->out.bytes <= high_water(c->srv) / 2) {
-        req->want_drain = 0;
-        if (req->drain_cb && !req->aborted && !req->handler_done) {
-            sg_http_req_ref(req);
-            req->drain_cb(req);
-            sg_http_req_unref(req); /* conn still holds one: never the last */
-        }
-    }
+    if (c->closing) return;
+    maybe_drain(c);
     conn_process(c);
 }
 
@@ -632,6 +654,8 @@ static void conn_process(sg__http_conn_t *c)
         c->again = 1;
         return;
     }
+    maybe_drain(c);
+    if (c->closing) return;
     c->in_process = 1;
     unsigned guard = 0;
     do {

@@ -248,6 +248,13 @@ int sg_sock_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs, sg_sock_wr
     return 0;
 }
 
+int sg_sock_try_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs)
+{
+    /* TLS records are produced by tls.c and go out through its own write path. */
+    if (s->tls || s->writing || s->closing || !s->connected) return UV_EAGAIN;
+    return uv_try_write(&s->h.stream, bufs, nbufs);
+}
+
 int sg_sock_set_sndbuf(sg_sock_t *s, int bytes)
 {
     if (s->kind != SG_SOCK_TCP) return 0;
