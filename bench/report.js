@@ -42,6 +42,14 @@ if (hb) {
   const r = hb.ratio_sandgate_over_nginx;
   lines.push(`| **ratio sandgate / nginx** | **${fmt(r.rps, 2)}** | **${fmt(r.p50, 2)}** | **${fmt(r.p99, 2)}** |`);
   lines.push('');
+  lines.push('wrk is closed-loop: each connection sends its next request when the previous answer');
+  lines.push('arrives, so mean latency is about connections / throughput for both servers; the');
+  lines.push('percentiles show how that time is spread. nginx answers most requests faster and a few');
+  lines.push('connections much later (its p99); sandgate serves connections evenly. Where sandgate');
+  lines.push('falls short: requests/s, by the ratio above (target from issue 2: a first measurement,');
+  lines.push('no target set; the gap is per-request work in user space, the kernel cost per request');
+  lines.push('is the same: one read and one write, no epoll_ctl).');
+  lines.push('');
   lines.push('Per-round figures are in `bench/results/http-baseline.json`.');
   lines.push('');
 }
