@@ -10,6 +10,7 @@
  *                                        body and drops the handler's reference
  *   server errors                        sg__http_conn_error (400/408/413/414/431/503 JSON) */
 #include "http_server_int.h"
+#include "sandgate/json.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -450,38 +451,28 @@ int sg_http_respond_buf(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs, s
     return respond(req, status, hdrs, b, off, NULL, len);
 }
 
-static char *error_json(const char *code, const char *message)
+/* Takes ownership of s (a malloc'd JSON text). */
+static int respond_json_text(sg_http_req_t *req, int status, char *s)
 {
-    json_t *j = json_pack("{s:s,s:s}", "code", code ? code : "error", "message",
-                          message ? message : "");
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    return s ? s : sg_xstrdup("{\"code\":\"error\",\"message\":\"\"}");
+    sg_hdrs_t h;
+    sg_hdrs_init(&h);
+    sg_hdrs_addz(&h, "Content-Type", "application/json");
+    int r = sg_http_respond(req, status, &h, s, strlen(s));
+    sg_hdrs_free(&h);
+    free(s);
+    return r;
 }
 
 int sg_http_respond_json(sg_http_req_t *req, int status, const struct json_t *json)
 {
-    char *s = json_dumps((const json_t *)json, JSON_COMPACT);
+    char *s = sg_json_dumps((const json_t *)json, NULL);
     if (!s) return SG_EINVAL;
-    sg_hdrs_t h;
-    sg_hdrs_init(&h);
-    sg_hdrs_addz(&h, "Content-Type", "application/json");
-    int r = sg_http_respond(req, status, &h, s, strlen(s));
-    sg_hdrs_free(&h);
-    free(s);
-    return r;
+    return respond_json_text(req, status, s);
 }
 
 int sg_http_respond_error(sg_http_req_t *req, int status, const char *code, const char *message)
 {
-    char *s = error_json(code, message);
-    sg_hdrs_t h;
-    sg_hdrs_init(&h);
-    sg_hdrs_addz(&h, "Content-Type", "application/json");
-    int r = sg_http_respond(req, status, &h, s, strlen(s));
-    sg_hdrs_free(&h);
-    free(s);
-    return r;
+    return respond_json_text(req, status, sg_json_error_body(code, message));
 }
 
 /* Tells the handler its request is gone: read_all's callback gets SG_ECLOSED (so read_all
@@ -534,7 +525,7 @@ void sg__http_conn_error(sg__http_conn_t *c, int status, const char *code, const
     else if (!req->handler_done) req->aborted = 1; /* the handler's calls now fail */
     c->close_after = 1;
     req->keep_alive = 0;
-    char *body = error_json(code, msg);
+    char *body = sg_json_error_body(code, msg);
     sg_hdrs_t h;
     sg_hdrs_init(&h);
     sg_hdrs_addz(&h, "Content-Type", "application/json");
