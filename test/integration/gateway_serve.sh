@@ -29,5 +29,6 @@ for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
 kill -0 $pid 2>/dev/null && fail "still running 5 s after SIGTERM"
 rc=0; wait $pid || rc=$?
 [ $rc -eq 0 ] || fail "exit status $rc after SIGTERM"
-grep -q 'status=200' "$T/log" || fail "no access log line: $(cat "$T/log")"
+grep -q "status=200" "$T/log" || fail "no access log line: $(cat "$T/log")"
+grep -q "handles open" "$T/log" && fail "the loop closed with handles open: $(cat "$T/log")"
 pass "graceful exit 0 on SIGTERM, access log written"
