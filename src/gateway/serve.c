@@ -1,10 +1,13 @@
 /* serve.c: `sandgate serve` — configuration, the listener, routing, signals, shutdown.
  *
- * Foundation stage: the daemon serves `GET /health` and answers everything else with a JSON
- * error (404 for unknown routes, 501 for the lifecycle routes that later issues fill in). It
- * owns the loop, the HTTP server, the optional TLS context and the signal handles; SIGTERM or
- * SIGINT start a graceful shutdown (stop accepting, let requests finish up to
- * --shutdown-grace), a second signal cuts it short. */
+ * The daemon serves `GET /health`, the OpenSandbox lifecycle API and the sandbox proxy
+ * (api.c, proxy.c) and answers everything else with a 404 JSON error. It owns the loop, the
+ * HTTP server, the optional TLS context, the api (which owns the provider) and the signal
+ * handles; SIGTERM or SIGINT start a graceful shutdown (stop accepting, let requests finish up
+ * to --shutdown-grace, then close the api), a second signal cuts it short.
+ *
+ * Repeatable flags (--image, --allow-host-volumes) are taken out of argv before the option
+ * table (config.h, one value per option) sees the rest. */
 #include "serve.h"
 
 #include <errno.h>
@@ -15,6 +18,7 @@
 #include <sys/stat.h>
 #include <uv.h>
 
+#include "api.h"
 #include "sandgate/common.h"
 #include "sandgate/config.h"
 #include "sandgate/http_server.h"
@@ -37,6 +41,12 @@ typedef struct serve_config {
     uint64_t idle_timeout_ms;
     uint64_t send_timeout_ms;
     int64_t max_connections;
+    const char *provider;
+    const char *api_key;
+    uint64_t ready_timeout_ms;
+    uint64_t health_interval_ms;
+    int64_t max_sandboxes;
+    uint64_t max_sandbox_timeout_ms;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -71,6 +81,18 @@ static const sg_opt_t serve_opts[] = {
         NULL, "a write that makes no progress this long closes the connection"),
     OPT("max-connections", "SANDGATE_MAX_CONNECTIONS", SG_OPT_INT, max_connections, "10000", 1,
         1000000, NULL, "concurrent connections (503 past it)"),
+    OPT("provider", "SANDGATE_PROVIDER", SG_OPT_STRING, provider, "none", 0, 0, "NAME",
+        "sandbox backend: local (bubblewrap on this host) or none (API without sandboxes)"),
+    OPT("api-key", "SANDGATE_API_KEY", SG_OPT_STRING, api_key, NULL, 0, 0, "KEY",
+        "require OPEN-SANDBOX-API-KEY on the lifecycle API (not on /health or the proxy)"),
+    OPT("ready-timeout", "SANDGATE_READY_TIMEOUT", SG_OPT_DURATION, ready_timeout_ms, "60s", 0,
+        0, NULL, "a new sandbox whose execd does not answer /ping by then becomes Failed"),
+    OPT("health-interval", "SANDGATE_HEALTH_INTERVAL", SG_OPT_DURATION, health_interval_ms,
+        "10s", 0, 0, NULL, "ping running sandboxes' execd this often (jittered), 0 = never"),
+    OPT("max-sandboxes", "SANDGATE_MAX_SANDBOXES", SG_OPT_INT, max_sandboxes, "100", 1, 1000000,
+        NULL, "sandboxes per tenant (429 past it)"),
+    OPT("max-sandbox-timeout", "SANDGATE_MAX_SANDBOX_TIMEOUT", SG_OPT_DURATION,
+        max_sandbox_timeout_ms, "0", 0, 0, NULL, "largest `timeout` a create may ask, 0 = any"),
 };
 #undef OPT
 
@@ -79,22 +101,18 @@ typedef struct gateway {
     serve_config_t cfg;
     sg_http_server_t *http;
     sg_tls_ctx_t *tls;
+    sg_api_t *api;
+    const char *images[64]; /* --image NAME=DIR|host */
+    size_t n_images;
+    sg_api_config_t api_cfg;
     uv_signal_t sigterm;
     uv_signal_t sigint;
     int stopping;
 } gateway_t;
 
-static int is_route(const char *path, const char *route)
-{
-    /* The OpenSandbox server mounts every route both at the root and under /v1. */
-    if (strncmp(path, "/v1", 3) == 0 && (path[3] == '/' || path[3] == '\0')) path += 3;
-    size_t n = strlen(route);
-    return strncmp(path, route, n) == 0 && (path[n] == '\0' || path[n] == '/');
-}
-
 static void on_request(sg_http_req_t *req, void *data)
 {
-    (void)data;
+    gateway_t *g = data;
     const char *method = sg_http_req_method(req);
     const char *path = sg_http_req_path(req);
 
@@ -111,11 +129,7 @@ static void on_request(sg_http_req_t *req, void *data)
         sg_hdrs_free(&h);
         return;
     }
-    if (is_route(path, "/sandboxes") || is_route(path, "/metrics")) {
-        sg_http_respond_error(req, 501, "NOT_IMPLEMENTED",
-                              "the sandbox lifecycle API is not available in this build yet");
-        return;
-    }
+    if (g->api && sg_api_route(g->api, req)) return;
     sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
 }
 
@@ -134,13 +148,21 @@ static void on_access(const sg_http_access_t *e, void *data)
     sg_log_request(&r);
 }
 
+static void on_api_closed(void *data)
+{
+    gateway_t *g = data;
+    g->api = NULL;
+    uv_close((uv_handle_t *)&g->sigterm, NULL);
+    uv_close((uv_handle_t *)&g->sigint, NULL);
+}
+
 static void on_server_closed(sg_http_server_t *srv, void *data)
 {
     gateway_t *g = data;
     (void)srv;
     g->http = NULL;
-    uv_close((uv_handle_t *)&g->sigterm, NULL);
-    uv_close((uv_handle_t *)&g->sigint, NULL);
+    if (g->api) sg_api_close(g->api, on_api_closed, g);
+    else on_api_closed(g);
 }
 
 static void on_drained(sg_http_server_t *srv, void *data)
@@ -182,18 +204,83 @@ static int make_dir(const char *path)
     return 0;
 }
 
+/* Takes --image and --allow-host-volumes (repeatable) out of argv into g; 0 or 2 (usage). */
+static int take_repeatable(gateway_t *g, int *argc, char **argv)
+{
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            while (i < *argc) argv[out++] = argv[i++];
+            break;
+        }
+        const char *val = NULL;
+        int is_image = 0;
+        size_t n = 0;
+        if (strncmp(a, "--image", 7) == 0 && (a[7] == '\0' || a[7] == '=')) is_image = 1, n = 7;
+        else if (strncmp(a, "--allow-host-volumes", 20) == 0 && (a[20] == '\0' || a[20] == '=')) n = 20;
+        if (!n) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (a[n] == '=') val = a + n + 1;
+        else if (i + 1 < *argc) val = argv[++i];
+        else {
+            fprintf(stderr, "sandgate serve: option '%s' needs a value\n", a);
+            return 2;
+        }
+        if (is_image) {
+            const char *eq = strchr(val, '=');
+            if (!eq || eq == val || !eq[1] || (strcmp(eq + 1, "host") != 0 && eq[1] != '/')) {
+                fprintf(stderr,
+                        "sandgate serve: --image '%s': expected NAME=DIR (an absolute rootfs "
+                        "directory) or NAME=host\n",
+                        val);
+                return 2;
+            }
+            if (g->n_images == SG_ARRAY_SIZE(g->images)) {
+                fprintf(stderr, "sandgate serve: at most %zu --image flags\n", SG_ARRAY_SIZE(g->images));
+                return 2;
+            }
+            g->images[g->n_images++] = val;
+        } else {
+            if (val[0] != '/') {
+                fprintf(stderr, "sandgate serve: --allow-host-volumes '%s' must be an absolute path\n", val);
+                return 2;
+            }
+            if (g->api_cfg.n_host_prefixes == SG_API_MAX_HOST_PREFIXES) {
+                fprintf(stderr, "sandgate serve: at most %d --allow-host-volumes flags\n", SG_API_MAX_HOST_PREFIXES);
+                return 2;
+            }
+            g->api_cfg.host_prefixes[g->api_cfg.n_host_prefixes++] = val;
+        }
+    }
+    *argc = out;
+    argv[out] = NULL;
+    return 0;
+}
+
 int sg_gateway_serve(int argc, char **argv)
 {
     static gateway_t g; /* lives for the whole process; signal handles point at it */
     char err[512];
     memset(&g, 0, sizeof(g));
+    sg_api_config_init(&g.api_cfg);
 
-    int r = sg_config_parse(serve_opts, SG_ARRAY_SIZE(serve_opts), &g.cfg, argc, argv, err,
-                            sizeof(err));
+    int r = take_repeatable(&g, &argc, argv);
+    if (r) return r;
+    r = sg_config_parse(serve_opts, SG_ARRAY_SIZE(serve_opts), &g.cfg, argc, argv, err,
+                        sizeof(err));
     if (r == SG_CONFIG_HELP) {
         char *help = sg_config_help(serve_opts, SG_ARRAY_SIZE(serve_opts),
                                     "sandgate serve [options]\n\n"
-                                    "Runs the gateway on one event loop until SIGTERM/SIGINT.");
+                                    "Runs the gateway on one event loop until SIGTERM/SIGINT.\n\n"
+                                    "Repeatable:\n"
+                                    "  --image NAME=DIR|host       image NAME (as in image.uri) is the "
+                                    "rootfs DIR,\n"
+                                    "                              or the host's / read-only\n"
+                                    "  --allow-host-volumes PREFIX host volumes may mount paths under "
+                                    "PREFIX");
         fputs(help, stdout);
         free(help);
         return 0;
@@ -211,6 +298,11 @@ int sg_gateway_serve(int argc, char **argv)
     sg_log_set_level(level);
     if ((g.cfg.tls_cert == NULL) != (g.cfg.tls_key == NULL)) {
         fprintf(stderr, "sandgate serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (strcmp(g.cfg.provider, "none") != 0) {
+        fprintf(stderr, "sandgate serve: --provider '%s': this build knows only 'none'\n",
+                g.cfg.provider);
         return 2;
     }
     if ((r = make_dir(g.cfg.data)) < 0) {
@@ -251,6 +343,18 @@ int sg_gateway_serve(int argc, char **argv)
         fprintf(stderr, "sandgate serve: cannot listen on %s: %s\n", g.cfg.listen, err);
         sg_http_server_close(g.http, NULL);
         uv_run(g.loop, UV_RUN_DEFAULT);
+        return 1;
+    }
+
+    g.api_cfg.api_key = g.cfg.api_key;
+    g.api_cfg.ready_timeout_ms = g.cfg.ready_timeout_ms;
+    g.api_cfg.health_interval_ms = g.cfg.health_interval_ms;
+    g.api_cfg.max_sandboxes = g.cfg.max_sandboxes;
+    g.api_cfg.max_timeout_s = g.cfg.max_sandbox_timeout_ms / 1000;
+    g.api_cfg.tls = g.tls != NULL;
+    g.api_cfg.listen = g.cfg.listen;
+    if ((r = sg_api_new(g.loop, &g.api_cfg, NULL, &g.api)) < 0) {
+        fprintf(stderr, "sandgate serve: %s\n", sg_strerror(r));
         return 1;
     }
 
