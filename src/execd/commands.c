@@ -37,6 +37,10 @@
 #define LOG_PIECE (256 * 1024)
 #define BODY_MAX (1024 * 1024)
 
+typedef struct jb {
+    char *p;
+    size_t len, cap;
+} jb_t;
 typedef struct stream stream_t;
 typedef struct intr intr_t;
 typedef struct logop logop_t;
@@ -58,6 +62,7 @@ struct stream {
     char id[72];
     int raw;
     int run_done; /* on_done came, or the run never started */
+    jb_t ev;      /* scratch for the event being sent */
 };
 
 struct intr {
@@ -173,12 +178,7 @@ static size_t gojson_run(char *dst, const char *src, size_t n)
     return o;
 }
 
-/* A growable byte buffer for building one JSON text. */
-typedef struct jb {
-    char *p;
-    size_t len, cap;
-} jb_t;
-
+/* jb_t: a growable byte buffer for building one JSON text. */
 static void jb_need(jb_t *b, size_t n)
 {
     if (b->len + n <= b->cap) return;
@@ -225,32 +225,24 @@ static void rfc3339nano(uint64_t ns, char out[64])
     unsigned frac = (unsigned)(ns % 1000000000u);
     struct tm tm;
     gmtime_r(&sec, &tm);
-    size_t n = strftime(out, 64, "%Y-%m-%dT%H:%M:%S", &tm);
+    char date[40], f[16] = "";
+    if (strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0) date[0] = '\0';
     if (frac) {
-        char f[16];
         snprintf(f, sizeof(f), ".%09u", frac);
         size_t fl = strlen(f);
-        while (f[fl - 1] == '0')
+        while (fl > 1 && f[fl - 1] == '0')
             f[--fl] = '\0';
-        memcpy(out + n, f, fl);
-        n += fl;
     }
-    out[n++] = 'Z';
-    out[n] = '\0';
+    snprintf(out, 64, "%s%sZ", date, f);
 }
 
-/* A frame: the JSON in b plus "\n\n", handed over as a refcounted chunk. */
-static sg_buf_t *jb_frame(jb_t *b)
+/* Event builders write one frame (JSON + "\n\n") into a stream's scratch buffer, which the
+ * HTTP layer then copies into its output queue: small events then share the queue's chunks
+ * instead of costing an allocation (and a mostly empty framing chunk) each. */
+static void ev_simple(jb_t *bp, const char *type, const char *text, size_t tlen, uint64_t exec_ms)
 {
-    jb_raw(b, "\n\n", 2);
-    sg_buf_t *f = sg_buf_from(b->p, b->len);
-    free(b->p);
-    return f;
-}
-
-static sg_buf_t *ev_simple(const char *type, const char *text, size_t tlen, uint64_t exec_ms)
-{
-    jb_t b = {0};
+    jb_t b = *bp;
+    b.len = 0;
     jb_z(&b, "{\"type\":");
     jb_strz(&b, type);
     if (tlen) {
@@ -263,21 +255,22 @@ static sg_buf_t *ev_simple(const char *type, const char *text, size_t tlen, uint
     }
     jb_z(&b, ",\"timestamp\":");
     jb_i64(&b, (long long)wall_ms());
-    jb_z(&b, "}");
-    return jb_frame(&b);
+    jb_z(&b, "}\n\n");
+    *bp = b;
 }
 
-static sg_buf_t *ev_error(const char *evalue, const char *trace)
+static void ev_error(jb_t *bp, const char *evalue, const char *trace)
 {
-    jb_t b = {0};
+    jb_t b = *bp;
+    b.len = 0;
     jb_z(&b, "{\"type\":\"error\",\"timestamp\":");
     jb_i64(&b, (long long)wall_ms());
     jb_z(&b, ",\"error\":{\"ename\":\"CommandExecError\",\"evalue\":");
     jb_strz(&b, evalue);
     jb_z(&b, ",\"traceback\":[");
     jb_strz(&b, trace);
-    jb_z(&b, "]}}");
-    return jb_frame(&b);
+    jb_z(&b, "]}}\n\n");
+    *bp = b;
 }
 
 static void b64(jb_t *b, const unsigned char *s, size_t n)
@@ -303,10 +296,11 @@ static void b64(jb_t *b, const unsigned char *s, size_t n)
     b->len = (size_t)(o - b->p);
 }
 
-static sg_buf_t *ev_raw(sg_run_stream_t st, const char *data, size_t len, uint64_t off,
-                        uint64_t comb)
+static void ev_raw(jb_t *bp, sg_run_stream_t st, const char *data, size_t len, uint64_t off,
+                   uint64_t comb)
 {
-    jb_t b = {0};
+    jb_t b = *bp;
+    b.len = 0;
     jb_z(&b, "{\"type\":\"sandgate.raw\",\"stream\":");
     jb_z(&b, st == SG_RUN_STDERR ? "\"stderr\"" : "\"stdout\"");
     jb_z(&b, ",\"offset\":");
@@ -317,8 +311,8 @@ static sg_buf_t *ev_raw(sg_run_stream_t st, const char *data, size_t len, uint64
     b64(&b, (const unsigned char *)data, len);
     jb_z(&b, "\",\"timestamp\":");
     jb_i64(&b, (long long)wall_ms());
-    jb_z(&b, "}");
-    return jb_frame(&b);
+    jb_z(&b, "}\n\n");
+    *bp = b;
 }
 
 /* ---------------------------------------------------------------- small HTTP helpers */
@@ -426,6 +420,7 @@ static void stream_maybe_free(stream_t *s)
     if (s->req || !s->run_done) return;
     sg_tentry_disarm(&s->ping);
     LIST_DEL(s->m->streams, s);
+    free(s->ev.p);
     free(s);
 }
 
@@ -443,10 +438,11 @@ static void stream_detach(stream_t *s, int release)
     else sg_http_resp_end(req);
 }
 
-static void stream_emit(stream_t *s, sg_buf_t *f)
+/* Sends the frame in s->ev. */
+static void stream_emit(stream_t *s)
 {
     if (s->req) {
-        int r = sg_http_resp_write(s->req, f, 0, f->len);
+        int r = sg_http_resp_write_copy(s->req, s->ev.p, s->ev.len);
         if (r >= 0 && sg_http_resp_pending(s->req) > s->m->x->cfg.max_stream_buffer) {
             sg_log_kv(SG_LOG_WARN, "slow client dropped: stream buffer full", "id", s->id,
                       "request_id", sg_http_req_id(s->req), NULL);
@@ -454,7 +450,29 @@ static void stream_emit(stream_t *s, sg_buf_t *f)
         }
         /* r < 0: the client is gone; the abort callback follows from the loop. */
     }
-    sg_buf_unref(f);
+    /* A huge line's buffer is not kept for the rest of the stream. */
+    if (s->ev.cap > 256 * 1024) {
+        free(s->ev.p);
+        memset(&s->ev, 0, sizeof(s->ev));
+    }
+}
+
+static void emit_simple(stream_t *s, const char *type, const char *text, size_t tlen,
+                        uint64_t exec_ms)
+{
+    ev_simple(&s->ev, type, text, tlen, exec_ms);
+    stream_emit(s);
+}
+static void emit_error(stream_t *s, const char *evalue, const char *trace)
+{
+    ev_error(&s->ev, evalue, trace);
+    stream_emit(s);
+}
+static void emit_raw(stream_t *s, sg_run_stream_t st, const char *data, size_t len, uint64_t off,
+                     uint64_t comb)
+{
+    ev_raw(&s->ev, st, data, len, off, comb);
+    stream_emit(s);
 }
 
 static void stream_on_abort(sg_http_req_t *req)
@@ -469,7 +487,7 @@ static void stream_on_ping(sg_tentry_t *e)
 {
     stream_t *s = SG_CONTAINER_OF(e, stream_t, ping);
     if (!s->req) return;
-    stream_emit(s, ev_simple("ping", "pong", 4, 0));
+    emit_simple(s, "ping", "pong", 4, 0);
     if (s->req) sg_tentry_arm(&s->m->pings, &s->ping);
 }
 
@@ -477,25 +495,25 @@ static void stream_on_chunk(void *ud, sg_run_stream_t st, const char *data, size
                             uint64_t off, uint64_t comb)
 {
     stream_t *s = ud;
-    if (s->raw && s->req) stream_emit(s, ev_raw(st, data, len, off, comb));
+    if (s->raw && s->req) emit_raw(s, st, data, len, off, comb);
 }
 
 static void stream_on_line(void *ud, sg_run_stream_t st, const char *text, size_t len)
 {
     stream_t *s = ud;
     if (!s->req || len == 0) return;
-    stream_emit(s, ev_simple(st == SG_RUN_STDERR ? "stderr" : "stdout", text, len, 0));
+    emit_simple(s, st == SG_RUN_STDERR ? "stderr" : "stdout", text, len, 0);
 }
 
 static void stream_final(stream_t *s, int exit_code, const char *error, uint64_t exec_ms)
 {
     if (s->req) {
         if (exit_code == 0 && (!error || !*error)) {
-            stream_emit(s, ev_simple("execution_complete", NULL, 0, exec_ms));
+            emit_simple(s, "execution_complete", NULL, 0, exec_ms);
         } else {
             char ev[32];
             snprintf(ev, sizeof(ev), "%d", exit_code);
-            stream_emit(s, ev_error(ev, error && *error ? error : ev));
+            emit_error(s, ev, error && *error ? error : ev);
         }
     }
     /* Go sleeps ApiGracefulShutdownTimeout here; we end at once (docs/execd.md). */
@@ -539,8 +557,8 @@ static void stream_open(stream_t *s, const char *id)
         stream_detach(s, 1);
         return;
     }
-    stream_emit(s, ev_simple("init", id, strlen(id), 0));
-    if (s->req) stream_emit(s, ev_simple("ping", "pong", 4, 0));
+    emit_simple(s, "init", id, strlen(id), 0);
+    if (s->req) emit_simple(s, "ping", "pong", 4, 0);
     if (s->req) sg_tentry_arm(&s->m->pings, &s->ping);
 }
 
@@ -664,13 +682,13 @@ static void command_body(sg_http_req_t *req, int err, const char *body, size_t l
     if (r == 0) {
         /* Background (2.6): init, ping, execution_complete at once; output only via logs. */
         stream_open(s, id);
-        if (s->req) stream_emit(s, ev_simple("execution_complete", NULL, 0, 0));
+        if (s->req) emit_simple(s, "execution_complete", NULL, 0, 0);
         stream_detach(s, 0);
     } else if (id[0]) {
         /* Start failure after the record exists (missing shell, bad uid): an error event, so
          * a client's exit code is null (evalue is not numeric), as with Go. */
         stream_open(s, id);
-        if (s->req) stream_emit(s, ev_error(rerr.msg, rerr.msg));
+        if (s->req) emit_error(s, rerr.msg, rerr.msg);
         stream_detach(s, 0);
     } else {
         sg_http_req_on_abort(req, NULL);
