@@ -33,9 +33,9 @@
 #include "sandgate/log.h"
 #include "sandgate/timer.h"
 
-#define PING_MS 3000
+#define PING_MS   3000
 #define LOG_PIECE (256 * 1024)
-#define BODY_MAX (1024 * 1024)
+#define BODY_MAX  (1024 * 1024)
 
 typedef struct jb {
     char *p;
@@ -80,18 +80,20 @@ struct logop {
     int reading, waiting_drain, aborted;
 };
 
-#define LIST_ADD(head, o)                                                                      \
-    do {                                                                                       \
-        (o)->prev = NULL;                                                                      \
-        (o)->next = (head);                                                                    \
-        if (head) (head)->prev = (o);                                                          \
-        (head) = (o);                                                                          \
+#define LIST_ADD(head, o)                                                                          \
+    do {                                                                                           \
+        (o)->prev = NULL;                                                                          \
+        (o)->next = (head);                                                                        \
+        if (head) (head)->prev = (o);                                                              \
+        (head) = (o);                                                                              \
     } while (0)
-#define LIST_DEL(head, o)                                                                      \
-    do {                                                                                       \
-        if ((o)->prev) (o)->prev->next = (o)->next;                                            \
-        else (head) = (o)->next;                                                               \
-        if ((o)->next) (o)->next->prev = (o)->prev;                                            \
+#define LIST_DEL(head, o)                                                                          \
+    do {                                                                                           \
+        if ((o)->prev)                                                                             \
+            (o)->prev->next = (o)->next;                                                           \
+        else                                                                                       \
+            (head) = (o)->next;                                                                    \
+        if ((o)->next) (o)->next->prev = (o)->prev;                                                \
     } while (0)
 
 /* ---------------------------------------------------------------- Go-compatible JSON */
@@ -103,7 +105,8 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     if (c < 0x80) return 1;
     size_t len;
     unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
     else if (c >= 0xE0 && c <= 0xEF) {
         len = 3;
         if (c == 0xE0) lo = 0xA0;
@@ -194,7 +197,10 @@ static void jb_raw(jb_t *b, const char *s, size_t n)
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
-static void jb_z(jb_t *b, const char *s) { jb_raw(b, s, strlen(s)); }
+static void jb_z(jb_t *b, const char *s)
+{
+    jb_raw(b, s, strlen(s));
+}
 static void jb_str(jb_t *b, const char *s, size_t n)
 {
     size_t el = gojson_run(NULL, s, n);
@@ -204,7 +210,10 @@ static void jb_str(jb_t *b, const char *s, size_t n)
     b->len += el;
     b->p[b->len++] = '"';
 }
-static void jb_strz(jb_t *b, const char *s) { jb_str(b, s, strlen(s)); }
+static void jb_strz(jb_t *b, const char *s)
+{
+    jb_str(b, s, strlen(s));
+}
 static void jb_i64(jb_t *b, long long v)
 {
     char t[32];
@@ -356,8 +365,10 @@ static int want_type(const json_t *obj, const char *key, int type, const char *g
     case JSON_STRING: ok = json_is_string(v); break;
     case JSON_TRUE: ok = json_is_boolean(v); break;
     case JSON_OBJECT: ok = json_is_object(v); break;
-    default: ok = json_is_integer(v) || (json_is_real(v) && json_real_value(v) ==
-                                         (double)(long long)json_real_value(v)); break;
+    default:
+        ok = json_is_integer(v) ||
+             (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v));
+        break;
     }
     if (ok) return 0;
     const char *got = json_is_string(v)    ? "string"
@@ -434,8 +445,10 @@ static void stream_detach(stream_t *s, int release)
     sg_http_req_on_abort(req, NULL);
     sg_http_req_on_drain(req, NULL);
     sg_http_req_set_data(req, NULL);
-    if (release) sg_http_req_release(req);
-    else sg_http_resp_end(req);
+    if (release)
+        sg_http_req_release(req);
+    else
+        sg_http_resp_end(req);
 }
 
 /* Sends the frame in s->ev. */
@@ -694,9 +707,12 @@ static void command_body(sg_http_req_t *req, int err, const char *body, size_t l
         sg_http_req_on_abort(req, NULL);
         sg_http_req_set_data(req, NULL);
         s->req = NULL;
-        if (r == SG_EINVAL) respond_err(req, 400, "INVALID_REQUEST_BODY", rerr.msg);
-        else if (r == SG_ETOOBIG) respond_err(req, 503, "RUNTIME_ERROR", rerr.msg);
-        else respond_err(req, 500, "RUNTIME_ERROR", rerr.msg);
+        if (r == SG_EINVAL)
+            respond_err(req, 400, "INVALID_REQUEST_BODY", rerr.msg);
+        else if (r == SG_ETOOBIG)
+            respond_err(req, 503, "RUNTIME_ERROR", rerr.msg);
+        else
+            respond_err(req, 500, "RUNTIME_ERROR", rerr.msg);
     }
     stream_maybe_free(s);
 out:
@@ -937,8 +953,7 @@ static void command_logs(sg_execd_t *x, sg_http_req_t *req, const char *id, int 
 
 /* ---------------------------------------------------------------- sessions */
 
-static void session_create_body(sg_http_req_t *req, int err, const char *body, size_t len,
-                                void *ud)
+static void session_create_body(sg_http_req_t *req, int err, const char *body, size_t len, void *ud)
 {
     sg_execd_t *x = ud;
     if (err == SG_ETOOBIG) return;
@@ -1020,8 +1035,10 @@ static void session_run_body(sg_http_req_t *req, int err, const char *body, size
         sg_http_req_on_abort(req, NULL);
         sg_http_req_set_data(req, NULL);
         s->req = NULL;
-        if (r == SG_EINVAL) respond_err(req, 400, "INVALID_REQUEST_BODY", rerr.msg);
-        else respond_err(req, 500, "RUNTIME_ERROR", rerr.msg);
+        if (r == SG_EINVAL)
+            respond_err(req, 400, "INVALID_REQUEST_BODY", rerr.msg);
+        else
+            respond_err(req, 500, "RUNTIME_ERROR", rerr.msg);
         stream_maybe_free(s);
     }
     json_decref(j);
@@ -1052,9 +1069,12 @@ int sg_execd_route_commands(sg_execd_t *x, sg_http_req_t *req)
         return 1;
     }
     if (strcmp(path, "/command") == 0) {
-        if (post) sg_http_req_read_all(req, BODY_MAX, command_body, x);
-        else if (del) command_interrupt(x, req);
-        else respond_err(req, 405, "NOT_SUPPORTED", "method not allowed");
+        if (post)
+            sg_http_req_read_all(req, BODY_MAX, command_body, x);
+        else if (del)
+            command_interrupt(x, req);
+        else
+            respond_err(req, 405, "NOT_SUPPORTED", "method not allowed");
         return 1;
     }
     if (strncmp(path, "/command/", 9) == 0) {

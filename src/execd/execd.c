@@ -16,7 +16,10 @@
 #include "sandgate/config.h"
 #include "sandgate/log.h"
 
-#define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(sg_execd_config_t, f), d, lo, hi, mv, h}
+#define OPT(n, e, t, f, d, lo, hi, mv, h)                                                          \
+    {                                                                                              \
+        n, e, t, offsetof(sg_execd_config_t, f), d, lo, hi, mv, h                                  \
+    }
 static const sg_opt_t execd_opts[] = {
     OPT("listen", "EXECD_LISTEN", SG_OPT_STRING, listen, "127.0.0.1:44772", 0, 0, "ADDR",
         "host:port or unix:/path"),
@@ -26,12 +29,12 @@ static const sg_opt_t execd_opts[] = {
         "command logs and session state (default $TMPDIR or /tmp)"),
     OPT("log-level", "EXECD_LOG_LEVEL", SG_OPT_STRING, log_level, "info", 0, 0, "LEVEL",
         "debug, info, warn or error"),
-    OPT("max-log-bytes", "EXECD_MAX_LOG_BYTES", SG_OPT_SIZE, max_log_bytes, "64M", 1, INT64_MAX, NULL,
-        "output kept per background command for /command/{id}/logs"),
+    OPT("max-log-bytes", "EXECD_MAX_LOG_BYTES", SG_OPT_SIZE, max_log_bytes, "64M", 1, INT64_MAX,
+        NULL, "output kept per background command for /command/{id}/logs"),
     OPT("max-line-bytes", "EXECD_MAX_LINE_BYTES", SG_OPT_SIZE, max_line_bytes, "64K", 1024,
         64 << 20, NULL, "a longer output line is sent as several events"),
-    OPT("record-ttl", "EXECD_RECORD_TTL", SG_OPT_DURATION, record_ttl_ms, "1h", 1000, INT64_MAX, NULL,
-        "finished command records and their logs are removed after this"),
+    OPT("record-ttl", "EXECD_RECORD_TTL", SG_OPT_DURATION, record_ttl_ms, "1h", 1000, INT64_MAX,
+        NULL, "finished command records and their logs are removed after this"),
     OPT("max-upload-bytes", "EXECD_MAX_UPLOAD_BYTES", SG_OPT_SIZE, max_upload_bytes, "0", 0, 0,
         NULL, "bound on one /files/upload body, 0 = none"),
     OPT("shutdown-grace", "EXECD_SHUTDOWN_GRACE", SG_OPT_DURATION, shutdown_grace_ms, "5s", 0, 0,
@@ -80,8 +83,13 @@ static void on_request(sg_http_req_t *req, void *data)
 static void on_access(const sg_http_access_t *e, void *data)
 {
     (void)data;
-    sg_log_request_t r = {e->request_id, e->method, e->path, e->status,
-                          e->bytes_in,   e->bytes_out, (double)e->duration_us / 1000.0};
+    sg_log_request_t r = {e->request_id,
+                          e->method,
+                          e->path,
+                          e->status,
+                          e->bytes_in,
+                          e->bytes_out,
+                          (double)e->duration_us / 1000.0};
     sg_log_request(&r);
 }
 
@@ -188,7 +196,12 @@ int sg_execd_main(int argc, char **argv)
     if (r == SG_CONFIG_HELP) {
         char *help = sg_config_help(execd_opts, SG_ARRAY_SIZE(execd_opts),
                                     "sandgate-execd [options]\n\n"
-                                    "The in-sandbox agent: OpenSandbox's ExecD API on one loop.");
+                                    "The in-sandbox agent: OpenSandbox's execd API on one loop.\n"
+                                    "Routes: /ping, /command (SSE), /command/status/{id},\n"
+                                    "/command/{id}/logs, /command/{id}/raw, /session...,\n"
+                                    "/files..., /directories..., /proxy/{port}/..., /metrics,\n"
+                                    "/metrics/watch. SIGTERM/SIGINT: graceful shutdown.\n"
+                                    "See docs/execd.md.");
         fputs(help, stdout);
         free(help);
         return 0;

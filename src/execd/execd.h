@@ -25,9 +25,9 @@ typedef struct sg_execd_config {
     const char *access_token; /* NULL / "" = no token required */
     const char *log_dir;      /* command logs and session state; NULL = $TMPDIR or /tmp */
     const char *log_level;
-    uint64_t max_log_bytes;   /* per background command log (runner log_cap) */
-    uint64_t max_line_bytes;  /* longest line event before it is split (runner max_line) */
-    uint64_t record_ttl_ms;   /* finished command records (and their logs) expire after this */
+    uint64_t max_log_bytes;    /* per background command log (runner log_cap) */
+    uint64_t max_line_bytes;   /* longest line event before it is split (runner max_line) */
+    uint64_t record_ttl_ms;    /* finished command records (and their logs) expire after this */
     uint64_t max_upload_bytes; /* request body bound for /files/upload, 0 = none */
     uint64_t shutdown_grace_ms;
     uint64_t max_stream_buffer; /* pending SSE bytes per client before it is dropped */
@@ -45,7 +45,7 @@ typedef struct sg_execd {
     sg_execd_config_t cfg;
     sg_http_server_t *http;
     sg_runner_t *runner;
-    sg_http_client_t *client; /* for /proxy/{port} */
+    sg_http_client_t *client;         /* for /proxy/{port} */
     struct sg_execd_metrics *metrics; /* owned by metrics.c */
     struct sg_execd_files *files;     /* owned by files.c (may stay NULL) */
     struct sg_execd_cmds *cmds;       /* owned by commands.c; NULL once stopped */

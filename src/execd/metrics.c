@@ -21,7 +21,7 @@
 #include "execd.h"
 #include "sandgate/log.h"
 
-#define SAMPLE_MS 1000
+#define SAMPLE_MS         1000
 #define WATCH_MAX_PENDING (1u << 20)
 
 typedef struct watcher {
@@ -147,13 +147,17 @@ static int sample(struct sg_execd_metrics *m)
 
 static void watcher_drop(struct sg_execd_metrics *m, watcher_t *w, int end)
 {
-    if (w->prev) w->prev->next = w->next;
-    else m->watchers = w->next;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        m->watchers = w->next;
     if (w->next) w->next->prev = w->prev;
     sg_http_req_on_abort(w->req, NULL);
     sg_http_req_set_data(w->req, NULL);
-    if (end) sg_http_resp_end(w->req);
-    else sg_http_req_release(w->req);
+    if (end)
+        sg_http_resp_end(w->req);
+    else
+        sg_http_req_release(w->req);
     free(w);
 }
 

@@ -521,6 +521,34 @@ test('a client that stops reading is dropped at the buffer bound; the command fi
   }
 });
 
+test('pings keep coming every 3 s while a command runs', async () => {
+  const r = await run(A.port, { command: 'sleep 4; echo end' });
+  const types = r.events.map((e) => e.type);
+  assert.deepEqual(types.slice(0, 2), ['init', 'ping']);
+  assert.ok(types.filter((t) => t === 'ping').length >= 2, types.join(','));
+  assert.deepEqual(types.slice(-2), ['stdout', 'execution_complete']);
+});
+
+test('SIGTERM: streams in flight are cut after the grace, the agent exits 0', async () => {
+  const D = await startExecd('term', ['--shutdown-grace', '1s']);
+  const ended = new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port: D.port, method: 'POST', path: '/command', agent,
+      headers: { 'content-type': 'application/json' } }, (res) => {
+      let got = '';
+      res.on('data', (d) => { got += d; if (got.includes('"stdout"')) D.child.kill('SIGTERM'); });
+      res.on('end', () => resolve('end'));
+      res.on('error', () => resolve('error'));
+      res.on('close', () => resolve('close'));
+    });
+    req.on('error', () => resolve('error'));
+    req.end(JSON.stringify({ command: 'echo up; sleep 60' }));
+  });
+  await withTimeout(ended, 20000, 'stream cut by shutdown');
+  const r = await withTimeout(D.exited, 20000, 'execd exit');
+  assert.equal(r.code, 0, D.log());
+  assert.doesNotMatch(D.log(), /AddressSanitizer|LeakSanitizer|runtime error/, D.log());
+});
+
 test('unknown routes and methods', async () => {
   assert.equal((await request(A.port, 'GET', '/nope')).status, 404);
   assert.equal((await request(A.port, 'PUT', '/command')).status, 405);
