@@ -1069,9 +1069,9 @@ int sg_execd_route_commands(sg_execd_t *x, sg_http_req_t *req)
         return 1;
     }
     if (strcmp(path, "/command") == 0) {
-        if (post)
-            sg_http_req_read_all(req, BODY_MAX, command_body, x);
-        else if (del)
+        if (post) {
+            if (sg_http_req_read_all(req, BODY_MAX, command_body, x) < 0) sg_http_req_release(req);
+        } else if (del)
             command_interrupt(x, req);
         else
             respond_err(req, 405, "NOT_SUPPORTED", "method not allowed");
@@ -1095,7 +1095,8 @@ int sg_execd_route_commands(sg_execd_t *x, sg_http_req_t *req)
         return 0;
     }
     if (strcmp(path, "/session") == 0 && post) {
-        sg_http_req_read_all(req, BODY_MAX, session_create_body, x);
+        if (sg_http_req_read_all(req, BODY_MAX, session_create_body, x) < 0)
+            sg_http_req_release(req);
         return 1;
     }
     if (strncmp(path, "/session/", 9) == 0) {

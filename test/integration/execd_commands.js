@@ -272,6 +272,15 @@ test('start failure after init: bad uid and missing shell are error events', asy
   assert.deepEqual(shape(bg.events).map((e) => e.type), ['init', 'ping', 'error']);
 });
 
+test('failure before the process (log file cannot be created): 500 RUNTIME_ERROR, no stream', async () => {
+  fs.rmSync(B.logDir, { recursive: true, force: true });
+  const r = await json(B.port, 'POST', '/command', { command: 'true', background: true }, { 'x-execd-access-token': 'sekret' });
+  assert.equal(r.status, 500);
+  assert.equal(r.headers['content-type'], 'application/json; charset=utf-8');
+  assert.equal(r.json.code, 'RUNTIME_ERROR');
+  assert.match(r.json.message, /^error running commands open .*\.output: no such file or directory$/);
+});
+
 test('validation errors are JSON 400 before any event', async () => {
   const cases = [
     ['{"background":false}', 'invalid request, validation error command is required'],
@@ -432,7 +441,13 @@ test('metrics shape and watch stream', async () => {
 test('Go-compatible escaping: <>&, invalid UTF-8, U+2028', async () => {
   const r = await run(A.port, { command: "printf 'a<b>&c\\xff\\xe2\\x80\\xa8\"\\\\\\t\\x01\\n'" });
   const raw = r.body.toString('latin1');
-  assert.ok(raw.includes('"text":"a\\u003cb\\u003e\\u0026c\\ufffd\\u2028\\"\\\\\\t\\u0001"'), raw);
+  assert.ok(raw.includes('"text":"a\\u003cb\\u003e\\u0026c\\ufffd\\u2028\\"\\\\\\t\\u0001"'), raw);  // \b \f short escapes (Go >= 1.22), DEL and 4-byte UTF-8 literal, overlong / surrogate /
+  // truncated sequences one U+FFFD per byte (utf8.DecodeRune)
+  const r2 = await run(A.port, { command: "printf '\\x08\\x0c\\x7f\\xf0\\x9f\\x98\\x80|\\xc0\\x80|\\xed\\xa0\\x80|\\xe2\\x82'" });
+  const raw2 = r2.body;
+  const want = Buffer.concat([Buffer.from('"text":"\\b\\f\x7f'), Buffer.from([0xf0, 0x9f, 0x98, 0x80]),
+    Buffer.from('|\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd|\\ufffd\\ufffd"')]);
+  assert.ok(raw2.includes(want), raw2.toString('latin1'));
 });
 
 test('raw extension reproduces exact bytes; OpenSandbox events unchanged', async () => {
