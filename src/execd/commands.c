@@ -124,7 +124,13 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-/* One pass for the length, one to write: dst must hold gojson_len() bytes. Quotes excluded. */
+static inline int plain_ascii(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
+}
+
+/* Escapes src the way Go's encoding/json does, quotes excluded. With dst NULL it only counts:
+ * one pass for the length, one to write into dst (which must hold that many bytes). */
 static size_t gojson_run(char *dst, const char *src, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -132,12 +138,17 @@ static size_t gojson_run(char *dst, const char *src, size_t n)
     size_t o = 0;
 #define PUT(ch) (dst ? (void)(dst[o] = (char)(ch)) : (void)0, o++)
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
-            PUT(c);
-            i++;
+        /* Fast path: a run of bytes written as they are (most output is plain ASCII). */
+        size_t j = i;
+        while (j < n && plain_ascii(s[j]))
+            j++;
+        if (j > i) {
+            if (dst) memcpy(dst + o, s + i, j - i);
+            o += j - i;
+            i = j;
             continue;
         }
+        unsigned char c = s[i];
         if (c < 0x80) {
             PUT('\\');
             switch (c) {
