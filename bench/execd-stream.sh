@@ -4,7 +4,8 @@
 #
 #   latency     request sent -> first stdout event received, for `echo x` (node client, one
 #               keep-alive connection, sequential); baseline: spawn `bash -c 'echo x'` -> first
-#               byte on its stdout pipe (node). p50 / p99 over N runs.
+#               byte on its stdout pipe (node). p50 / p99 over N runs. Also: execution_complete
+#               received -> end of the response (Go sleeps ~1 s there).
 #   bulk        `head -c 200M /dev/zero | tr '\0' a` (no newline: 64 KiB line pieces)
 #   lines       `seq 1 2000000` (2M line events)
 #               execd: POST /command read by curl into /dev/null (wall time to end of stream);
@@ -55,12 +56,17 @@ const pct = (a, p) => { const s = [...a].sort((x, y) => x - y); return s[Math.mi
 function execd() {
   return new Promise((resolve, reject) => {
     const body = JSON.stringify({ command: 'echo x' });
-    const t0 = process.hrtime.bigint(); let t1 = null; let buf = '';
+    const t0 = process.hrtime.bigint(); let t1 = null; let tc = null; let buf = '';
     const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/command', agent,
       headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
       res.setEncoding('utf8');
-      res.on('data', (d) => { if (t1 === null) { buf += d; if (buf.includes('"type":"stdout"')) t1 = process.hrtime.bigint(); } });
-      res.on('end', () => t1 === null ? reject(new Error('no stdout')) : resolve(Number(t1 - t0) / 1e6));
+      res.on('data', (d) => {
+        buf += d;
+        if (t1 === null && buf.includes('"type":"stdout"')) t1 = process.hrtime.bigint();
+        if (tc === null && buf.includes('"type":"execution_complete"')) tc = process.hrtime.bigint();
+      });
+      res.on('end', () => t1 === null || tc === null ? reject(new Error('no stdout / complete'))
+        : resolve([Number(t1 - t0) / 1e6, Number(process.hrtime.bigint() - tc) / 1e6]));
     });
     req.setTimeout(10000, () => req.destroy(new Error('timeout')));
     req.on('error', reject); req.end(body);
@@ -78,11 +84,12 @@ function pipe() {
   });
 }
 (async () => {
-  const e = [], b = [];
+  const e = [], b = [], t = [];
   for (let i = 0; i < 10; i++) { await execd(); await pipe(); }
-  for (let i = 0; i < n; i++) e.push(await execd());
+  for (let i = 0; i < n; i++) { const [f, end] = await execd(); e.push(f); t.push(end); }
   for (let i = 0; i < n; i++) b.push(await pipe());
-  console.log(JSON.stringify({ execd_p50_ms: pct(e, 50), execd_p99_ms: pct(e, 99), pipe_p50_ms: pct(b, 50), pipe_p99_ms: pct(b, 99), n }));
+  console.log(JSON.stringify({ execd_p50_ms: pct(e, 50), execd_p99_ms: pct(e, 99), pipe_p50_ms: pct(b, 50), pipe_p99_ms: pct(b, 99),
+    end_after_complete_p50_ms: pct(t, 50), end_after_complete_p99_ms: pct(t, 99), n }));
 })().catch((err) => { console.error(err); process.exit(1); });
 JS
 echo "latency: $n_lat runs of 'echo x'..." >&2
@@ -135,6 +142,7 @@ node -e '
 const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
 const l = r.latency;
 console.log(`first stdout byte (echo x, n=${l.n}): execd p50 ${l.execd_p50_ms.toFixed(2)} ms p99 ${l.execd_p99_ms.toFixed(2)} ms | pipe p50 ${l.pipe_p50_ms.toFixed(2)} ms p99 ${l.pipe_p99_ms.toFixed(2)} ms`);
+console.log(`end of response after execution_complete: p50 ${l.end_after_complete_p50_ms.toFixed(3)} ms p99 ${l.end_after_complete_p99_ms.toFixed(3)} ms (Go: ~1000 ms)`);
 for (const t of r.throughput)
   console.log(`${t.name.padEnd(5)} ${(t.output_bytes/1048576).toFixed(0)} MiB, ${t.line_events} events: execd ${t.execd_MBps} MB/s ${t.execd_lines_per_s} lines/s (${t.execd_s}s) | pipe ${t.pipe_MBps} MB/s ${t.pipe_lines_per_s} lines/s (${t.pipe_s}s) | execd/pipe time x${t.ratio}`);
 console.log(`execd peak RSS ${r.execd_peak_rss_kb} KiB; written ${process.argv[1]}`);

@@ -23,6 +23,7 @@
  * Extension (docs/execd.md): "sandgate":{"raw":true} in the body, or X-Sandgate-Raw: 1, adds
  * {"type":"sandgate.raw",...,"data_b64":...} events carrying exactly the bytes read. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,6 +366,12 @@ static void respond_jb(sg_http_req_t *req, int status, jb_t *b)
     free(b->p);
 }
 
+/* An integral double that fits int64 (casting anything else is undefined). */
+static int real_is_int(double d)
+{
+    return d > -9.2e18 && d < 9.2e18 && d == floor(d);
+}
+
 /* Go's decoding error for a member of the wrong JSON type. */
 static int want_type(const json_t *obj, const char *key, int type, const char *gostruct,
                      const char *gotype, char *msg, size_t mlen)
@@ -377,8 +384,7 @@ static int want_type(const json_t *obj, const char *key, int type, const char *g
     case JSON_TRUE: ok = json_is_boolean(v); break;
     case JSON_OBJECT: ok = json_is_object(v); break;
     default:
-        ok = json_is_integer(v) ||
-             (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v));
+        ok = json_is_integer(v) || (json_is_real(v) && real_is_int(json_real_value(v)));
         break;
     }
     if (ok) return 0;
@@ -397,7 +403,7 @@ static int want_type(const json_t *obj, const char *key, int type, const char *g
 static long long num_of(const json_t *v)
 {
     if (json_is_integer(v)) return json_integer_value(v);
-    if (json_is_real(v)) return (long long)json_real_value(v);
+    if (json_is_real(v) && real_is_int(json_real_value(v))) return (long long)json_real_value(v);
     return 0;
 }
 
