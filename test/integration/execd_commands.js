@@ -345,6 +345,17 @@ test('background: init, ping, execution_complete; logs by cursor; status', async
   assert.deepEqual(nf.json, { code: 'INVALID_REQUEST_BODY', message: 'command not found: 0123456789abcdef0123456789abcdef' });
 });
 
+test('logs of a large background output in one response', async () => {
+  const r = await run(A.port, { command: 'seq 1 300000', background: true });
+  const id = r.events[0].text;
+  for (let i = 0; i < 400 && (await json(A.port, 'GET', `/command/status/${id}`)).json.running; i++) await sleep(25);
+  const l = await request(A.port, 'GET', `/command/${id}/logs`);
+  const want = Array.from({ length: 300000 }, (_, i) => `${i + 1}\n`).join('');
+  assert.equal(l.body.length, want.length);
+  assert.equal(l.body.toString(), want);
+  assert.equal(l.headers['execd-commands-tail-cursor'], String(want.length));
+});
+
 test('a running command status has no exit_code / finished_at', async () => {
   const r = await run(A.port, { command: 'sleep 30', background: true });
   const id = r.events[0].text;
