@@ -4,8 +4,9 @@
  *   gojson_*      a string escaper that writes what Go's encoding/json writes (HTML-safe
  *                 `<>&`, U+2028/9, \ufffd for each invalid UTF-8 byte), so events are
  *                 byte-compatible with the Go agent (opensandbox-protocol.md 2.4/2.5).
- *   ev_*          builders of one event frame (JSON + "\n\n") in a fresh sg_buf_t, field order
- *                 type, text, execution_count, execution_time, timestamp, results, error.
+ *   ev_*          builders of one event frame (JSON + "\n\n") in the stream's scratch buffer,
+ *                 field order type, text, execution_count, execution_time, timestamp, results,
+ *                 error; the frame is then copied into the connection's queue (one chunk each).
  *   stream_t      one SSE response (POST /command, POST /session/{id}/run): it lives until
  *                 both the runner said on_done (or never started) AND the HTTP side finished
  *                 (ended, dropped or aborted), because runner callbacks carry it as ud.
