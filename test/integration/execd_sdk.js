@@ -1,12 +1,12 @@
 // The OpenSandbox JS SDK (@alibaba-group/opensandbox 0.1.11) against the real sandgate-execd:
-// a small mock lifecycle server answers the endpoint lookups (reference 3.2) and points the
-// SDK at execd, which then runs commands, background commands + logs + status, interrupt,
+// a stand-in for the lifecycle API (until the gateway's lands) answers the endpoint lookups
+// (reference 3.2) and points the SDK at execd, which then runs commands, background commands + logs + status, interrupt,
 // sessions and metrics through the SDK's own code paths. Also checks that a stream with the
 // sandgate.raw extension leaves the SDK's results unchanged.
 //
-// Needs the SDK: `npm i @alibaba-group/opensandbox@0.1.11` somewhere node can resolve it, or
-// SG_OPENSANDBOX_SDK=<dir containing node_modules>. Without it the test prints SKIP and passes
-// (ctest has no network to install it). Run by ctest with SG_BIN_DIR set.
+// The SDK is pinned in test/sdk/package.json and installed by scripts/setup.sh; a missing SDK
+// is a failure, not a skip. SG_OPENSANDBOX_SDK=<dir containing node_modules> overrides where
+// it is looked up. Run by ctest with SG_BIN_DIR and SG_SOURCE_DIR set.
 'use strict';
 const { spawn } = require('node:child_process');
 const http = require('node:http');
@@ -17,11 +17,12 @@ const assert = require('node:assert/strict');
 
 let sdk;
 try {
-  const base = process.env.SG_OPENSANDBOX_SDK;
-  sdk = require(base ? require.resolve('@alibaba-group/opensandbox', { paths: [base] }) : '@alibaba-group/opensandbox');
+  const base = process.env.SG_OPENSANDBOX_SDK ||
+    path.join(process.env.SG_SOURCE_DIR || path.join(__dirname, '..', '..'), 'test', 'sdk');
+  sdk = require(require.resolve('@alibaba-group/opensandbox', { paths: [base] }));
 } catch (e) {
-  console.log('SKIP - @alibaba-group/opensandbox not installed (set SG_OPENSANDBOX_SDK)');
-  process.exit(0);
+  console.error('FAIL - @alibaba-group/opensandbox not installed: run scripts/setup.sh (' + e.message + ')');
+  process.exit(1);
 }
 const { ConnectionConfig, Sandbox } = sdk;
 
