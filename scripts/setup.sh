@@ -19,7 +19,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--serve|--deps]" >&2; exit 2 ;;
 esac
 
-# Everything comes from Debian 12's archive (and, later, the npm registry).
+# Everything comes from Debian 12's archive and the npm registry.
 packages=(
   build-essential cmake pkg-config git ca-certificates curl openssl procps iproute2
   clang libclang-rt-14-dev
@@ -33,16 +33,23 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${missing[*]}" >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian nginx package starts a system nginx on port 80; the benchmarks run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
-  ${sudo:-} systemctl disable --now nginx >/dev/null 2>&1 || true
+  $sudo systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
+
+# npm packages the tests drive (the OpenSandbox SDK), pinned by test/sdk/package-lock.json.
+if [ ! -d "$root/test/sdk/node_modules/@alibaba-group/opensandbox" ] ||
+   [ "$root/test/sdk/package-lock.json" -nt "$root/test/sdk/node_modules/.package-lock.json" ]; then
+  command -v npm >/dev/null || { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+  (cd "$root/test/sdk" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
 [ "$mode" = deps ] && exit 0

@@ -199,7 +199,9 @@ int sg_http_req_read_all(sg_http_req_t *req, size_t max_bytes, sg_http_body_all_
 void sg_http_req_pause_body(sg_http_req_t *req);
 void sg_http_req_resume_body(sg_http_req_t *req);
 
-/* --- responses (hdrs may be NULL; Connection / Transfer-Encoding in hdrs are ignored) */
+/* --- responses (hdrs may be NULL). Transfer-Encoding in hdrs is ignored (the server frames the
+ * body); Connection in hdrs is ignored except that "keep-alive" is echoed when the connection
+ * does stay open (execd's SSE head carries it, as Go's does). */
 int sg_http_respond(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs, const void *body,
                     size_t len);
 int sg_http_respond_buf(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs, sg_buf_t *b,
