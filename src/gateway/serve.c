@@ -19,6 +19,8 @@
 #include <uv.h>
 
 #include "api.h"
+#include "image.h"
+#include "provider_local.h"
 #include "sandgate/common.h"
 #include "sandgate/config.h"
 #include "sandgate/http_server.h"
@@ -42,6 +44,7 @@ typedef struct serve_config {
     uint64_t send_timeout_ms;
     int64_t max_connections;
     const char *provider;
+    const char *execd_bin;
     const char *api_key;
     uint64_t ready_timeout_ms;
     uint64_t health_interval_ms;
@@ -81,8 +84,10 @@ static const sg_opt_t serve_opts[] = {
         NULL, "a write that makes no progress this long closes the connection"),
     OPT("max-connections", "SANDGATE_MAX_CONNECTIONS", SG_OPT_INT, max_connections, "10000", 1,
         1000000, NULL, "concurrent connections (503 past it)"),
-    OPT("provider", "SANDGATE_PROVIDER", SG_OPT_STRING, provider, "none", 0, 0, "NAME",
+    OPT("provider", "SANDGATE_PROVIDER", SG_OPT_STRING, provider, "local", 0, 0, "NAME",
         "sandbox backend: local (bubblewrap on this host) or none (API without sandboxes)"),
+    OPT("execd-bin", "SANDGATE_EXECD_BIN", SG_OPT_STRING, execd_bin, NULL, 0, 0, "FILE",
+        "sandgate-execd to run in local sandboxes (default: next to this binary)"),
     OPT("api-key", "SANDGATE_API_KEY", SG_OPT_STRING, api_key, NULL, 0, 0, "KEY",
         "require OPEN-SANDBOX-API-KEY on the lifecycle API (not on /health or the proxy)"),
     OPT("ready-timeout", "SANDGATE_READY_TIMEOUT", SG_OPT_DURATION, ready_timeout_ms, "60s", 0,
@@ -102,6 +107,7 @@ typedef struct gateway {
     sg_http_server_t *http;
     sg_tls_ctx_t *tls;
     sg_api_t *api;
+    sg_image_registry_t *registry;
     const char *images[64]; /* --image NAME=DIR|host */
     size_t n_images;
     sg_api_config_t api_cfg;
@@ -300,15 +306,22 @@ int sg_gateway_serve(int argc, char **argv)
         fprintf(stderr, "sandgate serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
-    if (strcmp(g.cfg.provider, "none") != 0) {
-        fprintf(stderr, "sandgate serve: --provider '%s': this build knows only 'none'\n",
-                g.cfg.provider);
+    if (strcmp(g.cfg.provider, "none") != 0 && strcmp(g.cfg.provider, "local") != 0) {
+        fprintf(stderr, "sandgate serve: --provider '%s': expected local or none\n", g.cfg.provider);
         return 2;
+    }
+    g.registry = sg_image_registry_new();
+    for (size_t i = 0; i < g.n_images; i++) {
+        if (sg_image_registry_add(g.registry, g.images[i], err, sizeof(err)) < 0) {
+            fprintf(stderr, "sandgate serve: --image %s: %s\n", g.images[i], err);
+            sg_image_registry_free(g.registry);
+            return 2;
+        }
     }
     if ((r = make_dir(g.cfg.data)) < 0) {
         fprintf(stderr, "sandgate serve: cannot create data directory %s: %s\n", g.cfg.data,
                 sg_strerror(r));
-        return 1;
+        goto fail;
     }
 
     g.loop = uv_default_loop();
@@ -316,7 +329,7 @@ int sg_gateway_serve(int argc, char **argv)
         r = sg_tls_ctx_new_server(&g.tls, g.cfg.tls_cert, g.cfg.tls_key, err, sizeof(err));
         if (r < 0) {
             fprintf(stderr, "sandgate serve: TLS: %s\n", err);
-            return 1;
+            goto fail;
         }
     }
 
@@ -337,13 +350,13 @@ int sg_gateway_serve(int argc, char **argv)
     hc.data = &g;
     if ((r = sg_http_server_new(g.loop, &hc, &g.http)) < 0) {
         fprintf(stderr, "sandgate serve: %s\n", sg_strerror(r));
-        return 1;
+        goto fail;
     }
     if ((r = sg_http_server_listen(g.http, g.cfg.listen, err, sizeof(err))) < 0) {
         fprintf(stderr, "sandgate serve: cannot listen on %s: %s\n", g.cfg.listen, err);
         sg_http_server_close(g.http, NULL);
         uv_run(g.loop, UV_RUN_DEFAULT);
-        return 1;
+        goto fail;
     }
 
     g.api_cfg.api_key = g.cfg.api_key;
@@ -353,7 +366,34 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.max_timeout_s = g.cfg.max_sandbox_timeout_ms / 1000;
     g.api_cfg.tls = g.tls != NULL;
     g.api_cfg.listen = g.cfg.listen;
-    if ((r = sg_api_new(g.loop, &g.api_cfg, NULL, &g.api)) < 0) {
+    sg_provider_t *prov = NULL;
+    if (strcmp(g.cfg.provider, "local") == 0) {
+        char execd[4096];
+        if (g.cfg.execd_bin) {
+            snprintf(execd, sizeof(execd), "%s", g.cfg.execd_bin);
+        } else {
+            size_t n = sizeof(execd);
+            if (uv_exepath(execd, &n) < 0) snprintf(execd, sizeof(execd), "sandgate");
+            char *slash = strrchr(execd, '/');
+            size_t dir = slash ? (size_t)(slash - execd) : 0;
+            snprintf(execd + dir, sizeof(execd) - dir, "%ssandgate-execd", slash ? "/" : "");
+        }
+        sg_local_config_t lc;
+        memset(&lc, 0, sizeof(lc));
+        lc.data_dir = g.cfg.data;
+        lc.execd = execd;
+        lc.images = g.registry;
+        lc.volume_prefixes = g.api_cfg.host_prefixes;
+        lc.n_volume_prefixes = g.api_cfg.n_host_prefixes;
+        if ((r = sg_local_provider_new(g.loop, &lc, &prov, err, sizeof(err))) < 0) {
+            fprintf(stderr, "sandgate serve: local provider: %s (see `sandgate doctor`; "
+                            "--provider none serves the API without sandboxes)\n", err);
+            sg_http_server_close(g.http, NULL);
+            uv_run(g.loop, UV_RUN_DEFAULT);
+            goto fail;
+        }
+    }
+    if ((r = sg_api_new(g.loop, &g.api_cfg, prov, &g.api)) < 0) {
         fprintf(stderr, "sandgate serve: %s\n", sg_strerror(r));
         return 1;
     }
@@ -365,10 +405,15 @@ int sg_gateway_serve(int argc, char **argv)
     uv_signal_start(&g.sigint, on_signal, SIGINT);
 
     sg_log_kv(SG_LOG_INFO, "listening", "addr", g.cfg.listen, "data", g.cfg.data, "tls",
-              g.tls ? "on" : "off", "version", SG_VERSION, NULL);
+              g.tls ? "on" : "off", "provider", g.cfg.provider, "version", SG_VERSION, NULL);
     uv_run(g.loop, UV_RUN_DEFAULT);
     r = uv_loop_close(g.loop);
     if (r < 0) sg_log(SG_LOG_WARN, "loop closed with handles open: %s", sg_strerror(r));
     sg_tls_ctx_free(g.tls);
+    sg_image_registry_free(g.registry); /* after the provider that borrowed it */
     return 0;
+fail:
+    sg_tls_ctx_free(g.tls);
+    sg_image_registry_free(g.registry);
+    return 1;
 }

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/_lib.sh"
 port=$(free_port)
 B="http://127.0.0.1:$port"
-"$SG_BIN_DIR/sandgate" serve --listen "127.0.0.1:$port" --data "$T/data" --api-key sekrit \
+"$SG_BIN_DIR/sandgate" serve --listen "127.0.0.1:$port" --data "$T/data" --api-key sekrit --provider none \
   --allow-host-volumes /srv 2>"$T/log" &
 pid=$!; _pids+=($pid)
 wait_http "$B/health"
