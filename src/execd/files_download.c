@@ -132,9 +132,7 @@ static void http_date(char *out, size_t len, time_t t)
     strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
-/* Parses the first range of "bytes=..." against size. 0 ok (*start, *end inclusive), -1 bad
- * syntax, -2 unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *end)
+int sg__files_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *end)
 {
     if (strncmp(h, "bytes=", 6) != 0) return -1;
     const char *s = h + 6;
@@ -253,7 +251,7 @@ static void after_open(uv_work_t *w, int status)
         uint64_t a = 0, b = size ? size - 1 : 0;
         char v[128];
         if (d->range) {
-            int r = parse_range(d->range, size, &a, &b);
+            int r = sg__files_parse_range(d->range, size, &a, &b);
             if (r == -1) {
                 sg_hdrs_free(&h);
                 d->finished = 1;

@@ -113,6 +113,10 @@ void sg__fop_mkdirs(sg__fjob_t *j);
 void sg__fop_rmdirs(sg__fjob_t *j);
 
 /* --- streaming endpoints */
+/* The first range of a Range header ("bytes=a-b", "a-", "-n", lists: the first one) against
+ * size: 0 and [*start, *end] inclusive, -1 bad syntax (416 {"code":"UNKNOWN"}), -2 not
+ * satisfiable (416 "failed to overlap"). */
+int sg__files_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *end);
 void sg__files_upload(sg_execd_t *x, sg_http_req_t *req);
 void sg__files_download(sg_execd_t *x, sg_http_req_t *req);
 
