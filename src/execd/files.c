@@ -77,8 +77,7 @@ static void on_json_body(sg_http_req_t *req, int err, const char *body, size_t l
     sg__fjob_submit(j);
 }
 
-static void with_body(sg_execd_t *x, sg_http_req_t *req, sg__fjob_fn fn, body_kind_t kind,
-                      int flag)
+static void with_body(sg_execd_t *x, sg_http_req_t *req, sg__fjob_fn fn, body_kind_t kind, int flag)
 {
     sg__fjob_t *j = sg__fjob_new(x, req, fn);
     j->num = kind;
@@ -172,10 +171,14 @@ int sg_execd_route_files(sg_execd_t *x, sg_http_req_t *req)
     }
     if (!strncmp(p, "/directories", 12)) {
         const char *s = p + 12;
-        if (!*s && post) with_body(x, req, sg__fop_mkdirs, BODY_OBJECT, 0);
-        else if (!*s && del) with_paths(x, req, sg__fop_rmdirs);
-        else if (!strcmp(s, "/list") && get) list_dir(x, req);
-        else return 0;
+        if (!*s && post)
+            with_body(x, req, sg__fop_mkdirs, BODY_OBJECT, 0);
+        else if (!*s && del)
+            with_paths(x, req, sg__fop_rmdirs);
+        else if (!strcmp(s, "/list") && get)
+            list_dir(x, req);
+        else
+            return 0;
         return 1;
     }
     return 0;

@@ -80,8 +80,10 @@ static void finish(dl_t *d, int ok)
 {
     if (!d->finished) {
         d->finished = 1;
-        if (ok && !d->aborted) sg_http_resp_end(d->req);
-        else sg_http_req_release(d->req);
+        if (ok && !d->aborted)
+            sg_http_resp_end(d->req);
+        else
+            sg_http_req_release(d->req);
     }
     if (d->fd >= 0) {
         d->fsreq.data = d;
@@ -96,8 +98,8 @@ static void finish(dl_t *d, int ok)
 
 static int unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 static void disposition(sg_hdrs_t *h, const char *path)
@@ -114,8 +116,10 @@ static void disposition(sg_hdrs_t *h, const char *path)
     } else {
         char *pct = sg_xmalloc(n * 3 + 1), *w = pct;
         for (const unsigned char *c = (const unsigned char *)base; *c; c++) {
-            if (unreserved(*c)) *w++ = (char)*c;
-            else w += sprintf(w, "%%%02X", *c);
+            if (unreserved(*c))
+                *w++ = (char)*c;
+            else
+                w += sprintf(w, "%%%02X", *c);
         }
         *w = 0;
         sprintf(v, "attachment; filename=\"%s\"; filename*=UTF-8''%s", pct, pct);
@@ -136,10 +140,12 @@ int sg__files_parse_range(const char *h, uint64_t size, uint64_t *start, uint64_
 {
     if (strncmp(h, "bytes=", 6) != 0) return -1;
     const char *s = h + 6;
-    while (*s == ' ' || *s == '\t') s++;
+    while (*s == ' ' || *s == '\t')
+        s++;
     const char *e = strchr(s, ',');
     size_t n = e ? (size_t)(e - s) : strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
     char spec[64];
     if (n == 0 || n >= sizeof(spec)) return -1;
     memcpy(spec, s, n);
@@ -336,8 +342,10 @@ static size_t filter_lines(dl_t *d, const char *in, size_t n, char *out, int *st
             out[w++] = '\r';
             d->cr_pending = 0;
         }
-        if (c == '\r') d->cr_pending = 1;
-        else out[w++] = c;
+        if (c == '\r')
+            d->cr_pending = 1;
+        else
+            out[w++] = c;
     }
     return w;
 }

@@ -28,9 +28,9 @@
 #define SG__FILES_DEFAULT_MAX_WALK 200000 /* entries one search / list may visit */
 
 struct sg_execd_files {
-    uint64_t max_walk;      /* EXECD_MAX_WALK_ENTRIES */
-    mode_t umask;           /* read once at start: new uploads get 0777 &~ umask, as Go's */
-    unsigned inflight;      /* uploads + downloads + jobs in progress (for stop) */
+    uint64_t max_walk; /* EXECD_MAX_WALK_ENTRIES */
+    mode_t umask;      /* read once at start: new uploads get 0777 &~ umask, as Go's */
+    unsigned inflight; /* uploads + downloads + jobs in progress (for stop) */
 };
 
 /* --- paths */
@@ -76,16 +76,16 @@ struct sg__fjob {
     sg_http_req_t *req;
     sg__fjob_fn fn;
     /* inputs */
-    json_t *body;  /* parsed JSON body (owned) */
-    char **paths;  /* decoded query values (owned) */
+    json_t *body; /* parsed JSON body (owned) */
+    char **paths; /* decoded query values (owned) */
     size_t npaths;
-    char *arg;     /* one more decoded query value (pattern), owned */
-    int64_t num;   /* depth */
-    int flag;      /* verbose */
+    char *arg;   /* one more decoded query value (pattern), owned */
+    int64_t num; /* depth */
+    int flag;    /* verbose */
     uint64_t max_walk;
     /* result, set by fn: status 200 with body NULL = empty 200 */
     int status;
-    char *resp;    /* malloc'd JSON text */
+    char *resp; /* malloc'd JSON text */
     size_t resp_len;
 };
 

@@ -50,8 +50,8 @@ void sg__fop_info(sg__fjob_t *j)
             int e = errno;
             if (e == ENOENT || e == ENOTDIR)
                 sg__fjob_error(j, 404, "FILE_NOT_FOUND",
-                               "file not found. file not found: %s: lstat %s: %s", j->paths[i],
-                               abs, goerr(e, eb, sizeof(eb)));
+                               "file not found. file not found: %s: lstat %s: %s", j->paths[i], abs,
+                               goerr(e, eb, sizeof(eb)));
             else
                 sg__fjob_error(j, 500, "RUNTIME_ERROR", "error getting file info %s: lstat %s: %s",
                                j->paths[i], abs, goerr(e, eb, sizeof(eb)));
@@ -132,7 +132,8 @@ static void perms_or_mkdir(sg__fjob_t *j, int mkdir_first)
     const char *key;
     json_t *v;
     char msg[1024], eb[128];
-    json_object_foreach(j->body, key, v) {
+    json_object_foreach(j->body, key, v)
+    {
         const char *owner = NULL, *group = NULL;
         int64_t mode = 0;
         if (perm_fields(j, key, v, &owner, &group, &mode) < 0) return;
@@ -175,7 +176,8 @@ void sg__fop_mv(sg__fjob_t *j)
     size_t i;
     json_t *v;
     char eb[128];
-    json_array_foreach(j->body, i, v) {
+    json_array_foreach(j->body, i, v)
+    {
         const char *src = NULL, *dest = NULL;
         sg_json_err_t err;
         sg_json_err_init(&err);
@@ -341,8 +343,10 @@ void sg__fop_search(sg__fjob_t *j)
     } else {
         walk(&w, abs, 0);
     }
-    if (w.failed) json_decref(w.out);
-    else sg__fjob_json(j, 200, w.out);
+    if (w.failed)
+        json_decref(w.out);
+    else
+        sg__fjob_json(j, 200, w.out);
 out:
     free(abs);
     sg_glob_free(g);
@@ -365,13 +369,14 @@ void sg__fop_list(sg__fjob_t *j)
         sg__fjob_error(j, 400, "INVALID_REQUEST_BODY",
                        "path is a symbolic link, refusing to traverse: %s", j->paths[0]);
     } else if (!S_ISDIR(st.st_mode)) {
-        sg__fjob_error(j, 400, "INVALID_REQUEST_BODY", "path is not a directory: %s",
-                       j->paths[0]);
+        sg__fjob_error(j, 400, "INVALID_REQUEST_BODY", "path is not a directory: %s", j->paths[0]);
     } else {
         walk_t w = {j, NULL, j->num, json_array(), 0, j->max_walk, 0};
         if (j->num > 0) walk(&w, abs, 0);
-        if (w.failed) json_decref(w.out);
-        else sg__fjob_json(j, 200, w.out);
+        if (w.failed)
+            json_decref(w.out);
+        else
+            sg__fjob_json(j, 200, w.out);
     }
     free(abs);
 }
@@ -511,11 +516,13 @@ void sg__fop_replace(sg__fjob_t *j)
     json_t *out = json_object();
     char msg[1024];
     /* Validate every item before touching any file. */
-    json_object_foreach(j->body, key, v) {
+    json_object_foreach(j->body, key, v)
+    {
         const char *old = NULL, *nw = NULL;
         sg_json_err_t err;
         sg_json_err_init(&err);
-        if (!json_is_object(v)) sg_json_err_set(&err, SG_EINVAL, "value for %s must be an object", key);
+        if (!json_is_object(v))
+            sg_json_err_set(&err, SG_EINVAL, "value for %s must be an object", key);
         sg_json_get_string(v, "old", NULL, &old, &err);
         sg_json_get_string(v, "new", "", &nw, &err);
         if (err.code) {
@@ -527,7 +534,8 @@ void sg__fop_replace(sg__fjob_t *j)
             goto fail;
         }
     }
-    json_object_foreach(j->body, key, v) {
+    json_object_foreach(j->body, key, v)
+    {
         json_t *jo = json_object_get(v, "old"), *jn = json_object_get(v, "new");
         char *abs = expand_or_fail(j, key, 1);
         if (!abs) goto fail;
@@ -549,8 +557,10 @@ void sg__fop_replace(sg__fjob_t *j)
         json_object_set_new(o, "replacedCount", json_integer(count));
         json_object_set_new(out, key, o);
     }
-    if (j->flag) sg__fjob_json(j, 200, out);
-    else json_decref(out);
+    if (j->flag)
+        sg__fjob_json(j, 200, out);
+    else
+        json_decref(out);
     return;
 fail:
     json_decref(out);

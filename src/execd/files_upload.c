@@ -76,7 +76,7 @@ typedef struct upload {
     int fd;
     uint64_t file_off;
     uint64_t received; /* body bytes so far */
-    const char *wp; /* rest of the write in flight */
+    const char *wp;    /* rest of the write in flight */
     size_t wn;
     int body_paused, body_ended, finishing, responded, aborted, cleaning;
     /* result of a job or failure to answer */
@@ -189,9 +189,7 @@ static void job_work(uv_work_t *w)
     char msg[512] = "";
     int r = 0;
     switch (u->job) {
-    case JOB_OPEN:
-        r = tmp_for(&u->pairs[u->cur_file], msg, sizeof(msg), &u->fd);
-        break;
+    case JOB_OPEN: r = tmp_for(&u->pairs[u->cur_file], msg, sizeof(msg), &u->fd); break;
     case JOB_CLOSE:
         if (fsync(u->fd) < 0) {
             r = -errno;
@@ -457,8 +455,10 @@ static void pump(upload_t *u)
     if (u->finishing) {
         int r = sg_mp_finish(u->mp);
         if (r == SG_MP_PAUSED) return;
-        if (r < 0) mp_failed(u, r);
-        else form_done(u);
+        if (r < 0)
+            mp_failed(u, r);
+        else
+            form_done(u);
         return;
     }
     size_t used = 0;
@@ -535,8 +535,8 @@ void sg__files_upload(sg_execd_t *x, sg_http_req_t *req)
     const char *ct = sg_http_req_header(req, "Content-Type");
     char boundary[SG_MP_MAX_BOUNDARY + 1], msg[256];
     size_t blen = 0;
-    if (!ct || sg_mp_boundary(ct, strlen(ct), boundary, sizeof(boundary), &blen, msg,
-                              sizeof(msg)) < 0) {
+    if (!ct ||
+        sg_mp_boundary(ct, strlen(ct), boundary, sizeof(boundary), &blen, msg, sizeof(msg)) < 0) {
         char m[400];
         snprintf(m, sizeof(m), "invalid multipart form: %s",
                  ct ? msg : "request Content-Type isn't multipart/form-data");

@@ -47,16 +47,23 @@ void sg__files_clean(char *p)
     if (abs) out[w++] = '/';
     size_t floor_ = w; /* ".." may not climb above this in a relative path */
     while (i < n) {
-        if (p[i] == '/') { i++; continue; }
+        if (p[i] == '/') {
+            i++;
+            continue;
+        }
         size_t s = i;
-        while (i < n && p[i] != '/') i++;
+        while (i < n && p[i] != '/')
+            i++;
         size_t len = i - s;
         if (len == 1 && p[s] == '.') continue;
         if (len == 2 && p[s] == '.' && p[s + 1] == '.') {
             if (w > floor_) { /* drop the last element */
-                while (w > floor_ && out[w - 1] != '/') w--;
-                if (w > floor_) w--;
-                else if (abs) w = 1;
+                while (w > floor_ && out[w - 1] != '/')
+                    w--;
+                if (w > floor_)
+                    w--;
+                else if (abs)
+                    w = 1;
                 continue;
             }
             if (abs) continue; /* "/.." is "/" */
@@ -120,7 +127,8 @@ char *sg__files_expand(const char *in, int absolute, char *msg, size_t msg_len)
         } else if (name_char(s[1])) {
             nm = s + 1;
             nl = 0;
-            while (name_char(nm[nl])) nl++;
+            while (name_char(nm[nl]))
+                nl++;
             next = nm + nl;
         } else { /* a lone '$' stays as it is */
             sb_add(&b, s, 1);
@@ -221,14 +229,16 @@ char *sg__files_qvalue(const char *query, const char *name)
     size_t n = 0;
     char **v = sg__files_qvalues(query, name, &n);
     char *r = n ? v[0] : NULL;
-    for (size_t i = 1; i < n; i++) free(v[i]);
+    for (size_t i = 1; i < n; i++)
+        free(v[i]);
     free(v);
     return r;
 }
 
 void sg__files_strv_free(char **v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) free(v[i]);
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
     free(v);
 }
 
@@ -242,7 +252,8 @@ void sg__files_rfc3339nano(char *out, size_t len, time_t sec, long nsec)
     if (nsec > 0) {
         snprintf(frac, sizeof(frac), ".%09ld", nsec);
         size_t l = strlen(frac);
-        while (l > 1 && frac[l - 1] == '0') frac[--l] = 0;
+        while (l > 1 && frac[l - 1] == '0')
+            frac[--l] = 0;
     }
     snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
@@ -325,13 +336,17 @@ int sg__files_apply_perms(const char *path, int64_t mode_digits, const char *own
     char tmp[4096];
     if (owner && *owner) {
         struct passwd pw, *res = NULL;
-        if (getpwnam_r(owner, &pw, tmp, sizeof(tmp), &res) == 0 && res) uid = res->pw_uid;
-        else sg_log(SG_LOG_WARN, "files: unknown owner '%s' for %s, ignored", owner, path);
+        if (getpwnam_r(owner, &pw, tmp, sizeof(tmp), &res) == 0 && res)
+            uid = res->pw_uid;
+        else
+            sg_log(SG_LOG_WARN, "files: unknown owner '%s' for %s, ignored", owner, path);
     }
     if (group && *group) {
         struct group gr, *res = NULL;
-        if (getgrnam_r(group, &gr, tmp, sizeof(tmp), &res) == 0 && res) gid = res->gr_gid;
-        else sg_log(SG_LOG_WARN, "files: unknown group '%s' for %s, ignored", group, path);
+        if (getgrnam_r(group, &gr, tmp, sizeof(tmp), &res) == 0 && res)
+            gid = res->gr_gid;
+        else
+            sg_log(SG_LOG_WARN, "files: unknown group '%s' for %s, ignored", group, path);
     }
     if (lchown(path, uid, gid) < 0) {
         int e = errno;
@@ -359,8 +374,10 @@ int sg__files_mkdir_p(const char *path, mode_t mode)
     }
     if (r == 0) {
         struct stat st;
-        if (stat(path, &st) < 0) r = -errno;
-        else if (!S_ISDIR(st.st_mode)) r = -ENOTDIR;
+        if (stat(path, &st) < 0)
+            r = -errno;
+        else if (!S_ISDIR(st.st_mode))
+            r = -ENOTDIR;
     }
     free(p);
     return r;

@@ -31,10 +31,10 @@ typedef struct px {
     sg_http_req_t *req;
     sg_http_creq_t *up;
     int port;
-    int started;    /* downstream head sent */
-    int finished;   /* downstream answered / released */
-    int body_paused; /* request body paused for the upstream */
-    int up_paused;  /* upstream paused for the downstream */
+    int started;        /* downstream head sent */
+    int finished;       /* downstream answered / released */
+    int body_paused;    /* request body paused for the upstream */
+    int up_paused;      /* upstream paused for the downstream */
     int up_body_closed; /* upstream no longer takes the request body */
     int body_ended;     /* sg_http_creq_end done */
     int64_t declared;   /* request Content-Length or -1 */
@@ -43,9 +43,15 @@ typedef struct px {
 
 static int hop_by_hop(const sg_hdrs_t *all, const char *name)
 {
-    static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection",
-                                      "Proxy-Authenticate", "Proxy-Authorization", "TE",
-                                      "Trailer", "Transfer-Encoding", "Upgrade"};
+    static const char *const hop[] = {"Connection",
+                                      "Keep-Alive",
+                                      "Proxy-Connection",
+                                      "Proxy-Authenticate",
+                                      "Proxy-Authorization",
+                                      "TE",
+                                      "Trailer",
+                                      "Transfer-Encoding",
+                                      "Upgrade"};
     for (size_t i = 0; i < SG_ARRAY_SIZE(hop); i++)
         if (!strcasecmp(name, hop[i])) return 1;
     if (!strncasecmp(name, "Proxy-", 6)) return 1;
@@ -182,7 +188,8 @@ int sg_execd_route_proxy(sg_execd_t *x, sg_http_req_t *req)
     if (strncmp(path, "/proxy/", 7) != 0) return 0;
     const char *s = path + 7, *e = s;
     long port = 0;
-    while (*e >= '0' && *e <= '9' && e - s < 6) port = port * 10 + (*e++ - '0');
+    while (*e >= '0' && *e <= '9' && e - s < 6)
+        port = port * 10 + (*e++ - '0');
     if (e == s || (*e && *e != '/') || port < 1 || port > 65535) {
         char m[300];
         snprintf(m, sizeof(m), "invalid proxy port in %.200s: expected /proxy/{1-65535}/...", path);

@@ -168,15 +168,24 @@ static void test_range(void **state)
         int want;
         uint64_t a, b;
     } t[] = {
-        {"bytes=0-0", 10, 0, 0, 0},      {"bytes=2-5", 10, 0, 2, 5},
-        {"bytes=2-", 10, 0, 2, 9},       {"bytes=-3", 10, 0, 7, 9},
-        {"bytes=-30", 10, 0, 0, 9},      {"bytes=5-100", 10, 0, 5, 9},
-        {"bytes=1-2,4-5", 10, 0, 1, 2},  {"bytes= 1-2 , 4-5", 10, 0, 1, 2},
-        {"bytes=10-", 10, -2, 0, 0},     {"bytes=10-20", 10, -2, 0, 0},
-        {"bytes=-0", 10, -2, 0, 0},      {"bytes=0-", 0, -2, 0, 0},
-        {"bytes=5-2", 10, -1, 0, 0},     {"bytes=", 10, -1, 0, 0},
-        {"bytes=-", 10, -1, 0, 0},       {"bytes=a-b", 10, -1, 0, 0},
-        {"items=0-1", 10, -1, 0, 0},     {"bytes=1-2-3", 10, -1, 0, 0},
+        {"bytes=0-0", 10, 0, 0, 0},
+        {"bytes=2-5", 10, 0, 2, 5},
+        {"bytes=2-", 10, 0, 2, 9},
+        {"bytes=-3", 10, 0, 7, 9},
+        {"bytes=-30", 10, 0, 0, 9},
+        {"bytes=5-100", 10, 0, 5, 9},
+        {"bytes=1-2,4-5", 10, 0, 1, 2},
+        {"bytes= 1-2 , 4-5", 10, 0, 1, 2},
+        {"bytes=10-", 10, -2, 0, 0},
+        {"bytes=10-20", 10, -2, 0, 0},
+        {"bytes=-0", 10, -2, 0, 0},
+        {"bytes=0-", 0, -2, 0, 0},
+        {"bytes=5-2", 10, -1, 0, 0},
+        {"bytes=", 10, -1, 0, 0},
+        {"bytes=-", 10, -1, 0, 0},
+        {"bytes=a-b", 10, -1, 0, 0},
+        {"items=0-1", 10, -1, 0, 0},
+        {"bytes=1-2-3", 10, -1, 0, 0},
         {"bytes=99999999999999999999-", 10, -1, 0, 0},
     };
     for (size_t i = 0; i < SG_ARRAY_SIZE(t); i++) {
@@ -198,11 +207,13 @@ static void test_info_json(void **state)
     struct stat st;
     assert_int_equal(lstat(p, &st), 0);
     json_t *j = sg__files_info_json(p, &st);
-    const char *want[] = {"path", "type", "size", "modified_at", "created_at", "owner", "group", "mode"};
+    const char *want[] = {"path",       "type",  "size",  "modified_at",
+                          "created_at", "owner", "group", "mode"};
     size_t i = 0;
     const char *k;
     json_t *v;
-    json_object_foreach(j, k, v) {
+    json_object_foreach(j, k, v)
+    {
         assert_true(i < 8);
         assert_string_equal(k, want[i++]);
     }
@@ -248,7 +259,8 @@ static void search_names(const char *pattern, char *out, size_t len, int *status
         assert_true(json_is_array(a));
         size_t i;
         json_t *v;
-        json_array_foreach(a, i, v) {
+        json_array_foreach(a, i, v)
+        {
             const char *p = json_string_value(json_object_get(v, "path"));
             assert_non_null(p);
             strncat(out, i ? " " : "", len - strlen(out) - 1);
@@ -348,7 +360,8 @@ static void test_replace(void **state)
     sg__fop_replace(j);
     assert_int_equal(j->status, 200);
     json_t *r = json_loads(j->resp, 0, NULL);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, p), "replacedCount")), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, p), "replacedCount")),
+                     2);
     json_decref(r);
     job_free(j);
     /* expected: the same replacement done in memory */
@@ -380,14 +393,10 @@ static void test_replace(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_clean),
-        cmocka_unit_test(test_expand),
-        cmocka_unit_test(test_query),
-        cmocka_unit_test(test_time_and_mode),
-        cmocka_unit_test(test_range),
-        cmocka_unit_test(test_info_json),
-        cmocka_unit_test(test_search_and_list),
-        cmocka_unit_test(test_replace),
+        cmocka_unit_test(test_clean),           cmocka_unit_test(test_expand),
+        cmocka_unit_test(test_query),           cmocka_unit_test(test_time_and_mode),
+        cmocka_unit_test(test_range),           cmocka_unit_test(test_info_json),
+        cmocka_unit_test(test_search_and_list), cmocka_unit_test(test_replace),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
