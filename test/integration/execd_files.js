@@ -321,6 +321,37 @@ async function main() {
     r = await req('POST', '/files/upload', { body: m.body.subarray(0, m.body.length - 10), headers: { ...m.headers } }); // chunked, cut short
     assertErr(r, 400, 'INVALID_FILE', null, 'truncated form');
     assert.ok(!fs.existsSync(F('up/trunc')));
+    // A client that vanishes mid-upload: the temp file is removed, the target never appears.
+    {
+      const m = multipart([meta({ path: F('up/aborted.bin') }), file(Buffer.alloc(4 * 1024 * 1024, 3))]);
+      await withTimeout(new Promise((resolve) => {
+        const r = http.request({ host: '127.0.0.1', port: PORT, method: 'POST', path: '/files/upload', agent: false,
+          headers: { ...m.headers, 'content-length': m.body.length } });
+        r.on('error', () => resolve());
+        r.write(m.body.subarray(0, 2 * 1024 * 1024), () => setTimeout(() => { r.destroy(); resolve(); }, 200));
+      }), 10000, 'aborted upload');
+      let left = true;
+      for (let i = 0; i < 200 && left; i++) {
+        left = fs.readdirSync(F('up')).some((n) => n.includes('aborted'));
+        if (left) await sleep(50);
+      }
+      assert.ok(!left, `aborted upload left ${fs.readdirSync(F('up'))}`);
+    }
+    // Concurrent uploads, written interleaved.
+    {
+      const a = Buffer.alloc(3 * 1024 * 1024, 'a'), b = Buffer.alloc(3 * 1024 * 1024, 'b');
+      const rs = await Promise.all([upload([meta({ path: F('up/ca') }), file(a)]), upload([meta({ path: F('up/cb') }), file(b)])]);
+      rs.forEach((r) => assertEmpty200(r, 'concurrent upload'));
+      assert.ok(fs.readFileSync(F('up/ca')).equals(a));
+      assert.ok(fs.readFileSync(F('up/cb')).equals(b));
+    }
+    // Chunked body (the SDK's stream path), relative path against execd's cwd (TMP), ~ expanded.
+    {
+      const m = multipart([meta({ path: 'up/rel.txt' }), file('relative')], 'opensandbox_abc_1700000000000');
+      const r = await req('POST', '/files/upload', { body: m.body, headers: m.headers });
+      assertEmpty200(r, 'chunked relative upload');
+      assert.equal(fs.readFileSync(F('up/rel.txt'), 'utf8'), 'relative');
+    }
     // No temp files left behind by any of the above.
     const leftovers = [];
     const scan = (d) => fs.readdirSync(d, { withFileTypes: true }).forEach((e) => {
