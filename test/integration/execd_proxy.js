@@ -242,6 +242,48 @@ async function main() {
     await withTimeout(hangClosed, 30000, 'upstream closed after the client left');
   }
 
+  // ---- one keep-alive connection carrying streamed uploads/downloads, direct and proxied to
+  // execd itself (its bridge-mode endpoint is host:PORT/proxy/44772): every request on the
+  // socket must be answered (a body left paused would stall the next one)
+  {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const ka = (method, p, body, headers = {}) => withTimeout(new Promise((resolve, reject) => {
+      const r = http.request({ host: '127.0.0.1', port: PORT, method, path: p, agent, headers }, (rs) => {
+        const c = [];
+        rs.on('data', (d) => c.push(d));
+        rs.on('end', () => resolve({ status: rs.statusCode, body: Buffer.concat(c), socket: r.socket }));
+      });
+      r.on('error', reject);
+      r.end(body);
+    }), 30000, `keep-alive ${method} ${p}`);
+    const dir = fs.mkdtempSync('/tmp/sg-proxy-ka-');
+    const mp = (target, data) => {
+      const b = 'kaBoundary';
+      const body = Buffer.concat([Buffer.from(`--${b}\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n${JSON.stringify({ path: target })}\r\n` +
+        `--${b}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n`), data, Buffer.from(`\r\n--${b}--\r\n`)]);
+      return [body, { 'content-type': `multipart/form-data; boundary=${b}`, 'content-length': body.length }];
+    };
+    const sockets = new Set();
+    const data = chunk(3).subarray(0, 700000);
+    for (const pfx of ['', `/proxy/${PORT}`]) {
+      let r = await ka('POST', `${pfx}/files/upload`, ...mp(`${dir}/f${pfx ? 'p' : 'd'}`, data));
+      assert.equal(r.status, 200, r.body.toString());
+      sockets.add(r.socket);
+      r = await ka('GET', `${pfx}/files/download?path=${encodeURIComponent(`${dir}/f${pfx ? 'p' : 'd'}`)}`);
+      assert.equal(r.status, 200);
+      assert.ok(r.body.equals(data));
+      sockets.add(r.socket);
+      const mv = Buffer.from(JSON.stringify([{ src: `${dir}/f${pfx ? 'p' : 'd'}`, dest: `${dir}/m${pfx ? 'p' : 'd'}` }]));
+      r = await ka('POST', `${pfx}/files/mv`, mv, { 'content-length': mv.length });
+      assert.equal(r.status, 200, r.body.toString());
+      sockets.add(r.socket);
+    }
+    assert.equal(sockets.size, 1, 'all requests should share one keep-alive connection');
+    assert.ok(fs.readFileSync(`${dir}/mp`).equals(data));
+    agent.destroy();
+    fs.rmSync(dir, { recursive: true });
+  }
+
   // execd still serves after all that
   assert.equal((await req('GET', `/proxy/${UP}/echo`)).status, 201);
 
