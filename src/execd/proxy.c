@@ -6,7 +6,8 @@
  *   down: upstream body pieces go to sg_http_resp_write_copy; a return of 1 pauses the
  *         upstream (sg_http_creq_pause) until the downstream drain callback resumes it.
  * Headers: hop-by-hop ones (Connection and what it names, Keep-Alive, Proxy-*, TE, Trailer,
- * Transfer-Encoding, Upgrade) are dropped both ways; Host is kept (as Go's ReverseProxy does);
+ * Transfer-Encoding, Upgrade) are dropped both ways, and Expect going up (our server
+ * handles 100-continue; the response's Date and X-Request-ID are our server's); Host is kept (as Go's ReverseProxy does);
  * X-Forwarded-For (appended), X-Forwarded-Proto: http and X-Forwarded-Host are added. The
  * upstream's Content-Length is passed on (fixed-length response), else the answer is chunked.
  *
@@ -64,6 +65,9 @@ static void copy_headers(sg_hdrs_t *out, const sg_hdrs_t *in, int response)
         const char *n = in->v[i].name;
         if (hop_by_hop(in, n)) continue;
         if (response && (!strcasecmp(n, "Date") || !strcasecmp(n, "X-Request-ID"))) continue;
+        /* Our server already answered the client's 100-continue; the upstream gets the body
+         * streamed as it comes, without a second handshake. */
+        if (!response && !strcasecmp(n, "Expect")) continue;
         sg_hdrs_addz(out, n, in->v[i].value);
     }
 }
