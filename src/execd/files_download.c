@@ -234,7 +234,7 @@ static void after_open(uv_work_t *w, int status)
             snprintf(m, sizeof(m), "file not found: %s", d->given);
             respond_error(d, 404, "FILE_NOT_FOUND", m);
         } else {
-            snprintf(m, sizeof(m), "error opening %s: %s", d->given, strerror(-e));
+            snprintf(m, sizeof(m), "error opening %s: %s", d->given, sg__files_errstr(-e));
             respond_error(d, 500, "RUNTIME_ERROR", m);
         }
         return;

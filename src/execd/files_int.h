@@ -33,6 +33,10 @@ struct sg_execd_files {
     unsigned inflight; /* uploads + downloads + jobs in progress (for stop) */
 };
 
+/* errno text as Go prints it ("no such file or directory"); e may be negative. Thread-local
+ * buffer: use before the next call on the same thread. */
+const char *sg__files_errstr(int e);
+
 /* --- paths */
 /* Expands a leading "~" / "~/" (HOME) and $VAR / ${VAR} (an unset variable is an error),
  * then, when absolute is set, makes the result absolute against the cwd and cleans it

@@ -149,9 +149,7 @@ static void perms_or_mkdir(sg__fjob_t *j, int mkdir_first)
             }
         }
         int r = sg__files_apply_perms(abs, mode, owner, group, msg, sizeof(msg));
-        if (r == -ENOENT && !mkdir_first)
-            sg__fjob_error(j, 404, "FILE_NOT_FOUND", "file not found: %s", key);
-        else if (r < 0)
+        if (r < 0) /* 2.11.3: every failure, a missing file included, is a 500 */
             sg__fjob_error(j, 500, "RUNTIME_ERROR", "error changing permissions of %s: %s", key,
                            msg);
         free(abs);

@@ -125,7 +125,7 @@ static int tmp_for(upair_t *p, char *msg, size_t len, int *fd)
     char *dir = dirname(d);
     int r = sg__files_mkdir_p(dir, 0777);
     if (r < 0) {
-        snprintf(msg, len, "mkdir %s: %s", dir, strerror(-r));
+        snprintf(msg, len, "mkdir %s: %s", dir, sg__files_errstr(-r));
         free(d);
         return r;
     }
@@ -137,7 +137,7 @@ static int tmp_for(upair_t *p, char *msg, size_t len, int *fd)
     *fd = mkostemp(p->tmp, O_CLOEXEC);
     if (*fd < 0) {
         r = -errno;
-        snprintf(msg, len, "create temp file for %s: %s", p->target, strerror(-r));
+        snprintf(msg, len, "create temp file for %s: %s", p->target, sg__files_errstr(-r));
         free(p->tmp);
         p->tmp = NULL;
         return r;
@@ -157,7 +157,7 @@ static int finalize(upload_t *u, upair_t *p, char *msg, size_t len)
         mode = st.st_mode & 07777; /* an existing file keeps its mode */
     }
     if (chmod(p->tmp, mode) < 0) {
-        snprintf(msg, len, "chmod %s: %s", p->tmp, strerror(errno));
+        snprintf(msg, len, "chmod %s: %s", p->tmp, sg__files_errstr(errno));
         return -errno;
     }
     int r = sg__files_apply_perms(p->tmp, p->mode, p->owner, p->group, msg, len);
@@ -168,7 +168,7 @@ static int finalize(upload_t *u, upair_t *p, char *msg, size_t len)
     }
     if (rename(p->tmp, p->target) < 0) {
         r = -errno;
-        snprintf(msg, len, "rename %s: %s", p->target, strerror(-r));
+        snprintf(msg, len, "rename %s: %s", p->target, sg__files_errstr(-r));
         return r;
     }
     free(p->tmp);
@@ -194,7 +194,7 @@ static void job_work(uv_work_t *w)
         if (fsync(u->fd) < 0) {
             r = -errno;
             snprintf(msg, sizeof(msg), "fsync %s: %s", u->pairs[u->cur_file].target,
-                     strerror(errno));
+                     sg__files_errstr(errno));
         }
         close(u->fd);
         u->fd = -1;

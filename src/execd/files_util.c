@@ -16,6 +16,14 @@
 #include "sandgate/json.h"
 #include "sandgate/log.h"
 
+const char *sg__files_errstr(int e)
+{
+    static __thread char buf[128];
+    snprintf(buf, sizeof(buf), "%s", strerror(e < 0 ? -e : e));
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z')) buf[0] += 'a' - 'A';
+    return buf;
+}
+
 /* ------------------------------------------------------------------ paths */
 
 static int name_char(char c)
@@ -156,7 +164,7 @@ char *sg__files_expand(const char *in, int absolute, char *msg, size_t msg_len)
     if (b.p[0] != '/') {
         char cwd[4096];
         if (!getcwd(cwd, sizeof(cwd))) {
-            snprintf(msg, msg_len, "getcwd: %s", strerror(errno));
+            snprintf(msg, msg_len, "getcwd: %s", sg__files_errstr(errno));
             free(b.p);
             return NULL;
         }
@@ -327,7 +335,7 @@ int sg__files_apply_perms(const char *path, int64_t mode_digits, const char *own
         }
         if (chmod(path, (mode_t)mode) < 0) {
             int e = errno;
-            snprintf(msg, msg_len, "chmod %s: %s", path, strerror(e));
+            snprintf(msg, msg_len, "chmod %s: %s", path, sg__files_errstr(e));
             return -e;
         }
     }
@@ -350,7 +358,7 @@ int sg__files_apply_perms(const char *path, int64_t mode_digits, const char *own
     }
     if (lchown(path, uid, gid) < 0) {
         int e = errno;
-        snprintf(msg, msg_len, "chown %s: %s", path, strerror(e));
+        snprintf(msg, msg_len, "chown %s: %s", path, sg__files_errstr(e));
         return -e;
     }
     return 0;

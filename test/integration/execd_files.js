@@ -239,8 +239,7 @@ async function main() {
     assert.equal(fs.statSync(F('perm.txt')).mode & 0o777, 0o751); // mode absent: unchanged
     assert.equal(fs.statSync(F('perm.txt')).uid, process.getuid());
     assertErr(await req('POST', '/files/permissions', { body: { [F('perm.txt')]: { mode: 789 } } }), 400, 'INVALID_REQUEST_BODY', 'invalid mode', 'bad mode');
-    r = await req('POST', '/files/permissions', { body: { [F('nope')]: { mode: 644 } } });
-    assert.ok(r.status === 404 || r.status === 500, r.text);
+    assertErr(await req('POST', '/files/permissions', { body: { [F('nope')]: { mode: 644 } } }), 500, 'RUNTIME_ERROR', 'no such file or directory', 'permissions missing');
   }
 
   // ---- POST /files/mv
