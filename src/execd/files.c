@@ -43,7 +43,7 @@ void sg_execd_files_stop(sg_execd_t *x)
     /* Nothing to release: the state is static, and jobs and transfers still in flight hold
      * their requests until the loop runs them to completion (the server is closed by then, so
      * their answers return SG_ECLOSED). */
-    (void)x;
+    sg__execd_proxy_stop(x); /* the proxy's client: no hook of its own in execd.c yet */
 }
 
 typedef enum { BODY_OBJECT, BODY_ARRAY } body_kind_t;

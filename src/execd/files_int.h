@@ -116,6 +116,9 @@ void sg__fop_list(sg__fjob_t *j);
 void sg__fop_mkdirs(sg__fjob_t *j);
 void sg__fop_rmdirs(sg__fjob_t *j);
 
+/* proxy.c: closes the proxy's HTTP client (called from sg_execd_files_stop). */
+void sg__execd_proxy_stop(sg_execd_t *x);
+
 /* --- streaming endpoints */
 /* The first range of a Range header ("bytes=a-b", "a-", "-n", lists: the first one) against
  * size: 0 and [*start, *end] inclusive, -1 bad syntax (416 {"code":"UNKNOWN"}), -2 not

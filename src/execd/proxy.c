@@ -1,15 +1,23 @@
 /* proxy.c: /proxy/{port}/{path...} -> http://127.0.0.1:{port}/{path...}?query (2.1, 1.7).
  *
- * One sg_http_creq_t per request on execd's shared client (x->client), both bodies streamed:
+ * One sg_http_creq_t per request on the proxy's own HTTP client (created on first use; execd's
+ * shared x->client keeps the library defaults, whose 8 connections per origin would make the
+ * 9th concurrent stream to one port, e.g. a 9th /command SSE through /proxy/44772, wait for
+ * one of the others to end). Its limits: PROXY_MAX_CONNS connections per port (then requests
+ * queue, PROXY_MAX_QUEUE deep, then 503), no response timeout (as Go's ReverseProxy: the
+ * client's own disconnect ends a wait). It is closed by sg__execd_proxy_stop(), which
+ * sg_execd_files_stop() calls (the proxy has no lifecycle hook of its own in execd.c yet).
+ * Both bodies are streamed:
  *   up:   request body pieces go to sg_http_creq_write (copied); a return of 1 pauses the
  *         request body (sg_http_req_pause_body) until the client's on_drain resumes it.
  *   down: upstream body pieces go to sg_http_resp_write_copy; a return of 1 pauses the
  *         upstream (sg_http_creq_pause) until the downstream drain callback resumes it.
  * Headers: hop-by-hop ones (Connection and what it names, Keep-Alive, Proxy-*, TE, Trailer,
  * Transfer-Encoding, Upgrade) are dropped both ways, and Expect going up (our server
- * handles 100-continue; the response's Date and X-Request-ID are our server's); Host is kept (as Go's ReverseProxy does);
- * X-Forwarded-For (appended), X-Forwarded-Proto: http and X-Forwarded-Host are added. The
- * upstream's Content-Length is passed on (fixed-length response), else the answer is chunked.
+ * handles 100-continue; the response's Date and X-Request-ID are our server's); Host is kept (as
+ * Go's ReverseProxy does); X-Forwarded-For (appended), X-Forwarded-Proto: http and X-Forwarded-Host
+ * are added. The upstream's Content-Length is passed on (fixed-length response), else the answer is
+ * chunked.
  *
  * Failures: a bad port (not 1..65535) -> 400 INVALID_REQUEST_BODY; upstream unreachable or
  * failing before its head -> 502 {"code":"RUNTIME_ERROR","message":"bad gateway: ..."}; an
@@ -24,8 +32,40 @@
 #include <strings.h>
 
 #include "execd.h"
+#include "files_int.h"
 #include "sandgate/common.h"
 #include "sandgate/log.h"
+
+#define PROXY_MAX_CONNS 512
+#define PROXY_MAX_QUEUE 1024
+#define PROXY_MAX_IDLE  16
+
+static sg_http_client_t *g_client;
+
+static void on_client_closed(void *data)
+{
+    (void)data;
+}
+
+void sg__execd_proxy_stop(sg_execd_t *x)
+{
+    (void)x;
+    if (g_client) sg_http_client_close(g_client, on_client_closed, NULL);
+    g_client = NULL;
+}
+
+static sg_http_client_t *proxy_client(sg_execd_t *x)
+{
+    if (g_client) return g_client;
+    sg_http_client_config_t cc;
+    memset(&cc, 0, sizeof(cc));
+    cc.max_conns_per_origin = PROXY_MAX_CONNS;
+    cc.max_queue_per_origin = PROXY_MAX_QUEUE;
+    cc.max_idle_per_origin = PROXY_MAX_IDLE;
+    cc.response_timeout_ms = SG_HTTP_CLIENT_NO_TIMEOUT;
+    if (sg_http_client_new(x->loop, &cc, &g_client) < 0) g_client = NULL;
+    return g_client;
+}
 
 typedef struct px {
     sg_execd_t *x;
@@ -258,7 +298,8 @@ int sg_execd_route_proxy(sg_execd_t *x, sg_http_req_t *req)
     o.on_done = up_done;
     o.on_drain = up_drain;
     o.data = p;
-    int r = sg_http_request(x->client, &o, &p->up);
+    sg_http_client_t *client = proxy_client(x);
+    int r = client ? sg_http_request(client, &o, &p->up) : SG_ECLOSED;
     sg_hdrs_free(&h);
     free(target);
     if (r < 0) {

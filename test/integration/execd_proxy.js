@@ -66,6 +66,7 @@ function req(method, p, { body, headers } = {}) {
 async function main() {
   // ---- the upstream
   let hangClosed = null;
+  const held = [];
   const upstream = http.createServer(async (rq, rs) => {
     const u = new URL(rq.url, 'http://x');
     if (u.pathname.startsWith('/echo')) {
@@ -86,6 +87,10 @@ async function main() {
     } else if (u.pathname === '/cut') {
       rs.writeHead(200, { 'content-length': 10 * MiB });
       rs.write(Buffer.alloc(MiB, 7), () => setTimeout(() => rq.socket.destroy(), 50));
+    } else if (u.pathname === '/held') {
+      rs.writeHead(200, { 'content-type': 'text/plain' });
+      rs.write('hi\n');
+      held.push(rs);
     } else if (u.pathname === '/hang') {
       rs.writeHead(200, { 'content-type': 'text/plain' });
       rs.write('started\n');
@@ -282,6 +287,24 @@ async function main() {
     assert.ok(fs.readFileSync(`${dir}/mp`).equals(data));
     agent.destroy();
     fs.rmSync(dir, { recursive: true });
+  }
+
+  // ---- many concurrent long-lived streams to one port all flow (no small per-origin cap)
+  {
+    const N = 40;
+    const ends = [];
+    await withTimeout(Promise.all(Array.from({ length: N }, () => new Promise((resolve, reject) => {
+      const r = http.get({ host: '127.0.0.1', port: PORT, path: `/proxy/${UP}/held`, agent: false }, (rs) => {
+        let got = '';
+        ends.push(new Promise((res) => rs.on('end', () => res(got))));
+        rs.on('data', (d) => { got += d; if (got === 'hi\n') resolve(); });
+      });
+      r.on('error', reject);
+    }))), 30000, `${N} concurrent held streams`);
+    assert.equal(held.length, N);
+    held.forEach((rs) => rs.end('bye\n'));
+    const bodies = await withTimeout(Promise.all(ends), 30000, 'held streams end');
+    bodies.forEach((b) => assert.equal(b, 'hi\nbye\n'));
   }
 
   // execd still serves after all that
