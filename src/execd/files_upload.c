@@ -83,6 +83,9 @@ typedef struct upload {
     int err_status;
     const char *err_code;
     char err_msg[768];
+    /* written by a threadpool step, read in its after-callback */
+    int job_err;
+    char job_msg[512];
 } upload_t;
 
 static void pump(upload_t *u);
@@ -210,11 +213,9 @@ static void job_work(uv_work_t *w)
             if (u->pairs[i].tmp) unlink(u->pairs[i].tmp);
         break;
     }
-    if (r < 0 && !u->err_status) {
-        u->err_status = 500;
-        u->err_code = "RUNTIME_ERROR";
-        snprintf(u->err_msg, sizeof(u->err_msg), "%s", msg);
-    }
+    /* Only job_* fields are written here; job_after (loop thread) takes them over. */
+    u->job_err = r;
+    if (r < 0) snprintf(u->job_msg, sizeof(u->job_msg), "%s", msg);
 }
 
 static void respond_err(upload_t *u)
@@ -240,6 +241,7 @@ static void job_after(uv_work_t *w, int status)
     upload_t *u = w->data;
     (void)status;
     u->busy = 0;
+    if (u->job_err < 0) set_err(u, 500, "RUNTIME_ERROR", "%s", u->job_msg);
     if (u->job == JOB_CLEANUP) {
         upload_free(u);
         return;
