@@ -80,6 +80,7 @@ static void finish(dl_t *d, int ok)
 {
     if (!d->finished) {
         d->finished = 1;
+        sg_http_req_set_data(d->req, NULL); /* before the answer drops our reference */
         if (ok && !d->aborted)
             sg_http_resp_end(d->req);
         else
@@ -214,6 +215,7 @@ static void on_abort(sg_http_req_t *req)
 static void respond_error(dl_t *d, int status, const char *code, const char *msg)
 {
     d->finished = 1;
+    sg_http_req_set_data(d->req, NULL); /* before the answer drops our reference */
     sg_http_respond_error(d->req, status, code, msg);
     finish(d, 0);
 }
@@ -261,6 +263,7 @@ static void after_open(uv_work_t *w, int status)
             if (r == -1) {
                 sg_hdrs_free(&h);
                 d->finished = 1;
+                sg_http_req_set_data(d->req, NULL); /* before the answer drops our reference */
                 sg_hdrs_init(&h);
                 sg_hdrs_addz(&h, "Content-Type", "application/json");
                 static const char body[] = "{\"code\":\"UNKNOWN\"}";
@@ -271,6 +274,7 @@ static void after_open(uv_work_t *w, int status)
             }
             if (r == -2) {
                 d->finished = 1;
+                sg_http_req_set_data(d->req, NULL); /* before the answer drops our reference */
                 snprintf(v, sizeof(v), "bytes */%llu", (unsigned long long)size);
                 sg_hdrs_addz(&h, "Content-Range", v);
                 sg_hdrs_addz(&h, "Content-Type", "text/plain; charset=utf-8");

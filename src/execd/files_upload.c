@@ -105,7 +105,10 @@ static void set_err(upload_t *u, int status, const char *code, const char *fmt, 
 
 static void upload_free(upload_t *u)
 {
-    if (!u->responded) sg_http_req_release(u->req);
+    if (!u->responded) {
+        sg_http_req_set_data(u->req, NULL);
+        sg_http_req_release(u->req);
+    }
     for (size_t i = 0; i < u->cap; i++) {
         free(u->pairs[i].target);
         free(u->pairs[i].tmp);
@@ -222,6 +225,7 @@ static void respond_err(upload_t *u)
 {
     if (u->responded) return;
     u->responded = 1;
+    sg_http_req_set_data(u->req, NULL);
     sg_http_respond_error(u->req, u->err_status, u->err_code, u->err_msg);
 }
 
@@ -255,6 +259,7 @@ static void job_after(uv_work_t *w, int status)
     case JOB_CLOSE: break;
     case JOB_FINAL:
         u->responded = 1;
+        sg_http_req_set_data(u->req, NULL);
         sg__files_ok(u->req);
         u->cleaning = 1;
         start_job(u, JOB_CLEANUP); /* nothing left to unlink; frees on the loop */

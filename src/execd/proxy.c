@@ -154,6 +154,7 @@ static void up_done(sg_http_creq_t *r, void *data, int err, const char *msg)
     (void)r;
     p->up = NULL;
     if (!p->finished) {
+        px_finish(p); /* before the answer: it may drop our last reference to req */
         if (err == 0) {
             sg_http_resp_end(p->req);
         } else if (!p->started) {
@@ -166,7 +167,6 @@ static void up_done(sg_http_creq_t *r, void *data, int err, const char *msg)
                    msg ? msg : sg_strerror(err));
             sg_http_req_release(p->req); /* cuts the downstream connection */
         }
-        px_finish(p);
     }
     free(p);
 }
@@ -219,8 +219,8 @@ static void down_abort(sg_http_req_t *req)
 {
     px_t *p = sg_http_req_data(req);
     if (!p || p->finished) return;
-    sg_http_req_release(req);
     px_finish(p);
+    sg_http_req_release(req);
     if (p->up) sg_http_creq_cancel(p->up); /* up_done frees p */
 }
 
