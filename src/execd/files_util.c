@@ -333,7 +333,8 @@ int sg__files_apply_perms(const char *path, int64_t mode_digits, const char *own
                      (long long)mode_digits, path);
             return -EINVAL;
         }
-        if (chmod(path, (mode_t)mode) < 0) {
+        /* Go turns the number into an os.FileMode, whose chmod keeps only the 0777 bits. */
+        if (chmod(path, (mode_t)mode & 0777) < 0) {
             int e = errno;
             snprintf(msg, msg_len, "chmod %s: %s", path, sg__files_errstr(e));
             return -e;
