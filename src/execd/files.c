@@ -16,6 +16,7 @@
 #include "files_int.h"
 #include "sandgate/common.h"
 #include "sandgate/json.h"
+#include "sandgate/log.h"
 
 #define BODY_MAX (8u * 1024 * 1024) /* JSON bodies of the file endpoints */
 
@@ -31,7 +32,10 @@ int sg_execd_files_start(sg_execd_t *x)
     if (e && *e) {
         char *end;
         unsigned long long v = strtoull(e, &end, 10);
-        if (*end || v == 0) return SG_EINVAL;
+        if (*end || v == 0) {
+            sg_log(SG_LOG_ERROR, "EXECD_MAX_WALK_ENTRIES='%s': a positive integer is required", e);
+            return SG_EINVAL;
+        }
         f->max_walk = v;
     }
     x->files = f;
