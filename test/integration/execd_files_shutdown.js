@@ -1,6 +1,6 @@
 // sandgate-execd shutting down (SIGTERM, 1 s grace) while file transfers are stuck in flight:
-// a download whose reader stopped reading, an upload whose client stopped sending half-way, a
-// proxied download whose reader stopped, and a search job. execd must exit 0 with ASan (leaks
+// a download whose reader stopped reading, an upload whose client stopped sending half-way, and
+// a proxied download whose reader stopped. execd must exit 0 with ASan (leaks
 // included) clean, and the half-written upload's temp file must be gone. No timing assertions.
 'use strict';
 const { spawn } = require('node:child_process');
