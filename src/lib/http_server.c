@@ -401,6 +401,7 @@ static int p_body(llhttp_t *p, const char *at, size_t n)
 {
     sg__http_conn_t *c = p->data;
     sg_http_req_t *req = c->req;
+    if (n == 0) return 0; /* llhttp flushes an open body span at the end of every execute */
     uint64_t max = c->srv->cfg.limits.max_body_bytes;
     req->body_read += n;
     if (max && req->body_read > max) {
@@ -572,6 +573,7 @@ static void req_detach(sg__http_conn_t *c, int aborted)
 {
     sg_http_req_t *req = c->req;
     c->req = NULL;
+    c->exec_after_pause = 0; /* only meaningful for the request in progress */
     req->conn = NULL;
     if (aborted && req->resp_state != SG__RESP_ENDED) req->aborted = 1;
     if (req->aborted) sg__http_req_notify_abort(req);
@@ -617,7 +619,7 @@ static void conn_step(sg__http_conn_t *c)
         c->again = 1;
         return;
     }
-    if (c->exec_after_pause && parse_allowed(c)) {
+    if (c->exec_after_pause && c->req && parse_allowed(c)) {
         static const char none[1] = "";
         conn_exec(c, none, 0); /* lets llhttp finish a message whose last bytes it paused on */
         c->again = 1;

@@ -320,13 +320,12 @@ static void test_pause_on_last_body_bytes(void **state)
 {
     fixture_t *f = *state;
     /* The whole request in one write: the handler pauses on the body's last (only) piece,
-     * after which the client sends nothing more. The body must still end and be answered,
-     * and the next pipelined request must follow. */
-    const char *reqs = "POST /pausing HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-                       "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+     * after which the client sends nothing more (nothing is left unparsed to restart the
+     * parser). The body must still end and be answered on the kept-alive connection. */
+    const char *reqs = "POST /pausing HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
     client_t *c = client_new("127.0.0.1", f->port, reqs);
-    RUN_UNTIL(strstr(c->in, "got 5 bytes") && strstr(c->in, "hello\n"));
-    assert_true(strstr(c->in, "got 5 bytes") < strstr(c->in, "hello\n"));
+    RUN_UNTIL(strstr(c->in, "got 5 bytes"));
+    assert_null(strstr(c->in, "Connection: close"));
     sg_sock_close(&c->s, c_on_close);
     RUN_UNTIL(c->closed);
     client_free(c);
