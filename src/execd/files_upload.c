@@ -75,7 +75,6 @@ typedef struct upload {
     int job;
     int fd;
     uint64_t file_off;
-    uint64_t received; /* body bytes so far */
     const char *wp;    /* rest of the write in flight */
     size_t wn;
     int body_paused, body_ended, finishing, responded, aborted, cleaning;
@@ -499,7 +498,6 @@ static void on_body(sg_http_req_t *req, const char *data, size_t len, void *ud)
     if (len == 0) {
         /* The server delivers the end even while the body is paused (the socket is not read
          * for it); pump() picks it up once the piece in hand is used. */
-        if (u->body_ended) return; /* already known from Content-Length */
         u->body_ended = 1;
         if (!u->busy && u->in_off == u->in_len) {
             u->finishing = 1;
@@ -520,12 +518,6 @@ static void on_body(sg_http_req_t *req, const char *data, size_t len, void *ud)
     memcpy(u->in, data, len);
     u->in_len = len;
     u->in_off = 0;
-    /* Workaround (http_server): when the body callback pauses on the last bytes of a
-     * Content-Length body, the end-of-body event only comes once more input arrives, which a
-     * client waiting for our answer never sends. So the declared length decides the end. */
-    u->received += len;
-    int64_t cl = sg_http_req_content_length(req);
-    if (cl >= 0 && u->received >= (uint64_t)cl) u->body_ended = 1;
     pump(u);
 }
 

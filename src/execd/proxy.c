@@ -78,8 +78,6 @@ typedef struct px {
     int up_paused;      /* upstream paused for the downstream */
     int up_body_closed; /* upstream no longer takes the request body */
     int body_ended;     /* sg_http_creq_end done */
-    int64_t declared;   /* request Content-Length or -1 */
-    uint64_t received;
 } px_t;
 
 static int hop_by_hop(const sg_hdrs_t *all, const char *name)
@@ -189,13 +187,7 @@ static void down_body(sg_http_req_t *req, const char *data, size_t len, void *ud
     if (!p->up || p->up_body_closed) return; /* upstream stopped reading: discard */
     if (len == 0 && p->body_ended) return;
     int w = len ? sg_http_creq_write(p->up, data, len) : sg_http_creq_end(p->up);
-    /* Workaround (http_server): a pause on the last bytes of a Content-Length body delays
-     * the end-of-body event until more input arrives (none will), so end at the length. */
-    p->received += len;
-    if (len == 0 || (p->declared >= 0 && p->received >= (uint64_t)p->declared)) {
-        if (len && w >= 0 && !p->body_ended) w = sg_http_creq_end(p->up) < 0 ? -1 : w;
-        p->body_ended = 1;
-    }
+    if (len == 0) p->body_ended = 1;
     if (w < 0) {
         p->up_body_closed = 1; /* it answered already or went away; its answer decides */
         return;
@@ -282,7 +274,6 @@ int sg_execd_route_proxy(sg_execd_t *x, sg_http_req_t *req)
     p->x = x;
     p->req = req;
     p->port = (int)port;
-    p->declared = sg_http_req_content_length(req);
     int has_body = sg_http_req_has_body(req);
     sg_http_creq_opts_t o;
     memset(&o, 0, sizeof(o));
