@@ -15,7 +15,8 @@
  *                                  required except for "0"
  *   SG_OPT_BOOL      bool          --name, --no-name, --name=true|false|1|0|yes|no|on|off
  *                                  (the same words in the environment)
- * min / max bound INT, SIZE (bytes) and DURATION (ms) inclusively; both 0 means unbounded.
+ * min / max bound INT, SIZE (bytes) and DURATION (ms) inclusively; both 0 means unbounded,
+ * max = SG_OPT_NO_MAX means a minimum only.
  *
  * Syntax: --name=value or --name value; "--" ends options; -h / --help anywhere makes
  * sg_config_parse() return SG_CONFIG_HELP (the caller prints help and exits 0). Errors name
@@ -53,6 +54,8 @@ typedef struct sg_opt {
 } sg_opt_t;
 
 #define SG_CONFIG_HELP 1
+/* max for an option with a minimum and no upper bound. */
+#define SG_OPT_NO_MAX INT64_MAX
 
 /* Applies defaults, then the environment, then argv[1..argc). Returns 0, SG_CONFIG_HELP, or
  * SG_EINVAL with the message in err. */

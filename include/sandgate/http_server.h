@@ -35,6 +35,9 @@
  *     marks the end of the body. Call sg_http_req_pause_body() from anywhere to stop reading
  *     the socket (TCP flow control then pushes back on the client); sg_http_req_resume_body()
  *     restarts delivery from a deferred pass (never synchronously inside the resume call).
+ *     Pausing stops body *data*; the end mark (NULL, 0) may still arrive while paused when
+ *     the body is already complete (nothing more is read from the socket for it), so a
+ *     handler that paused to flush a write must remember the end and act on it when done.
  *   - If the handler finishes without consuming the whole body: when at most 64 KiB of a
  *     Content-Length body remain, the rest is read and discarded and the connection is kept;
  *     otherwise (chunked, larger, or `Expect: 100-continue` never answered) the connection is

@@ -174,6 +174,9 @@ static int apply(const sg_opt_t *o, void *cfg, const char *value, const char *sr
         int out;
         if (o->type == SG_OPT_INT) out = iv < o->min || iv > o->max;
         else out = uv > (uint64_t)INT64_MAX || (int64_t)uv < o->min || (int64_t)uv > o->max;
+        if (out && o->max == SG_OPT_NO_MAX)
+            return fail(err, errlen, "%s: %s is below the minimum (%" PRId64 "%s)", src, value, o->min,
+                        unit_of(o->type));
         if (out) {
             return fail(err, errlen, "%s: %s is out of range (%" PRId64 "..%" PRId64 "%s)", src, value, o->min, o->max,
                         unit_of(o->type));
@@ -305,7 +308,9 @@ char *sg_config_help(const sg_opt_t *opts, size_t n, const char *usage)
         tprintf(&t, "  %-26s", "");
         if (o->env) tprintf(&t, " [env %s]", o->env);
         if (o->def) tprintf(&t, " [default %s]", o->def[0] ? o->def : "\"\"");
-        if (o->min || o->max)
+        if (o->max == SG_OPT_NO_MAX)
+            tprintf(&t, " [min %" PRId64 "%s]", o->min, unit_of(o->type));
+        else if (o->min || o->max)
             tprintf(&t, " [range %" PRId64 "..%" PRId64 "%s]", o->min, o->max, unit_of(o->type));
         tprintf(&t, "\n");
     }

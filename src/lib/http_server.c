@@ -401,6 +401,7 @@ static int p_body(llhttp_t *p, const char *at, size_t n)
 {
     sg__http_conn_t *c = p->data;
     sg_http_req_t *req = c->req;
+    if (n == 0) return 0; /* llhttp flushes an open body span at the end of every execute */
     uint64_t max = c->srv->cfg.limits.max_body_bytes;
     req->body_read += n;
     if (max && req->body_read > max) {
@@ -410,7 +411,13 @@ static int p_body(llhttp_t *p, const char *at, size_t n)
         return -1;
     }
     if (c->rphase == SG__RT_BODY) sg_tentry_arm(&c->srv->t_body, &c->rt);
-    if (sg__http_req_body_data(req, at, n)) return HPE_PAUSED;
+    if (sg__http_req_body_data(req, at, n)) {
+        /* The handler paused on these bytes. If they were the last of a Content-Length body,
+         * llhttp has not reached on_message_complete yet and no more input may ever come: the
+         * parser must run again (with no bytes) after the resume. */
+        c->exec_after_pause = 1;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -466,6 +473,7 @@ static int parse_allowed(const sg__http_conn_t *c)
 /* Runs llhttp over p[0..n); returns how many bytes it consumed. Errors answer and stop. */
 static size_t conn_exec(sg__http_conn_t *c, const char *p, size_t n)
 {
+    c->exec_after_pause = 0;
     if (!c->req && !c->got_bytes && n) {
         c->got_bytes = 1;
         c->req_start_ns = sg_now_ns();
@@ -565,6 +573,7 @@ static void req_detach(sg__http_conn_t *c, int aborted)
 {
     sg_http_req_t *req = c->req;
     c->req = NULL;
+    c->exec_after_pause = 0; /* only meaningful for the request in progress */
     req->conn = NULL;
     if (aborted && req->resp_state != SG__RESP_ENDED) req->aborted = 1;
     if (req->aborted) sg__http_req_notify_abort(req);
@@ -607,6 +616,12 @@ static void conn_step(sg__http_conn_t *c)
         size_t used = conn_exec(c, c->in + c->in_off, c->in_len - c->in_off);
         c->in_off += used;
         if (c->in_off == c->in_len) in_drop(c);
+        c->again = 1;
+        return;
+    }
+    if (c->exec_after_pause && c->req && parse_allowed(c)) {
+        static const char none[1] = "";
+        conn_exec(c, none, 0); /* lets llhttp finish a message whose last bytes it paused on */
         c->again = 1;
         return;
     }

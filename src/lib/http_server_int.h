@@ -132,6 +132,7 @@ struct sg__http_conn {
     unsigned again : 1;
     unsigned reject : 1; /* over the connection cap: 503 and close */
     unsigned got_bytes : 1; /* a byte of the current request arrived */
+    unsigned exec_after_pause : 1; /* a body pause left llhttp short of message complete */
     unsigned lingering : 1; /* write side shut, draining input before the close */
     char peer[64];
 };

@@ -176,11 +176,39 @@ static void stream_abort(sg_http_req_t *req)
     assert_int_equal(sg_http_resp_end(req), SG_ECLOSED);
 }
 
+/* /pausing: pauses the body on every piece and resumes it from a timer, so the pause can
+ * land on the very last bytes of a Content-Length body. */
+static void pausing_resume(uv_timer_t *t)
+{
+    fixture_t *f = t->data;
+    sg_http_req_resume_body(f->later_req);
+}
+
+static void pausing_body(sg_http_req_t *req, const char *data, size_t len, void *ud)
+{
+    fixture_t *f = ud;
+    (void)data;
+    if (data == NULL) {
+        char out[64];
+        int n = snprintf(out, sizeof(out), "got %d bytes\n", f->releases);
+        f->later_req = NULL;
+        sg_http_respond(req, 200, NULL, out, (size_t)n);
+        return;
+    }
+    f->releases += (int)len; /* reused as the byte counter */
+    sg_http_req_pause_body(req);
+    f->later_req = req;
+    f->later.data = f;
+    uv_timer_start(&f->later, pausing_resume, 1, 0);
+}
+
 static void handler(sg_http_req_t *req, void *data)
 {
     fixture_t *f = data;
     const char *path = sg_http_req_path(req);
-    if (strcmp(path, "/hello") == 0) {
+    if (strcmp(path, "/pausing") == 0) {
+        sg_http_req_read_body(req, pausing_body, f);
+    } else if (strcmp(path, "/hello") == 0) {
         sg_http_respond(req, 200, NULL, "hello\n", 5 + 1);
     } else if (strcmp(path, "/later") == 0) {
         /* Answer on a later loop iteration. */
@@ -286,6 +314,21 @@ static void test_defaults(void **state)
     assert_int_equal(sg_http_server_listen(F->srv, "nonsense", err, sizeof(err)), SG_EINVAL);
     assert_true(strlen(err) > 0);
     assert_int_equal(sg_http_server_listen(F->srv, "999.1.1.1:80", err, sizeof(err)), SG_EINVAL);
+}
+
+static void test_pause_on_last_body_bytes(void **state)
+{
+    fixture_t *f = *state;
+    /* The whole request in one write: the handler pauses on the body's last (only) piece,
+     * after which the client sends nothing more (nothing is left unparsed to restart the
+     * parser). The body must still end and be answered on the kept-alive connection. */
+    const char *reqs = "POST /pausing HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    client_t *c = client_new("127.0.0.1", f->port, reqs);
+    RUN_UNTIL(strstr(c->in, "got 5 bytes"));
+    assert_null(strstr(c->in, "Connection: close"));
+    sg_sock_close(&c->s, c_on_close);
+    RUN_UNTIL(c->closed);
+    client_free(c);
 }
 
 static void test_keepalive_pipelining_order(void **state)
@@ -468,6 +511,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_pipelining_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_on_last_body_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_mid_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_without_response_and_bad_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ref_outlives_server, setup, teardown),
