@@ -18,9 +18,11 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -631,6 +633,83 @@ static void test_refusals(void **state)
     fx_close(&f);
 }
 
+/* ---------------------------------------------------------------- a DIR image */
+
+static char g_img_mount[400];
+
+static void test_dir_image(void **state)
+{
+    /* A root filesystem directory: its own /etc (a marker, no hosts file) and the host's /usr
+     * bind-mounted in so /bin/sh and execd's libraries exist. Removed with unlink/rmdir only,
+     * never recursively, so the /usr bind can never be deleted through. */
+    char img[256], path[400];
+    snprintf(img, sizeof(img), "/tmp/sgl-img-XXXXXX");
+    assert_non_null(mkdtemp(img));
+    snprintf(path, sizeof(path), "%s/usr", img);
+    assert_int_equal(mkdir(path, 0755), 0);
+    if (mount("/usr", path, NULL, MS_BIND, NULL) != 0) {
+        fprintf(stderr, "test_dir_image: cannot bind /usr (%s): needs root; not run\n", strerror(errno));
+        rmdir(path);
+        rmdir(img);
+        return;
+    }
+    /* Read-only, and unmounted at exit even if an assertion fails below: nothing may ever
+     * delete the host's /usr through this mount. */
+    snprintf(g_img_mount, sizeof(g_img_mount), "%s", path);
+    assert_int_equal(mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL), 0);
+    for (size_t i = 0; sg_image_host_top[i]; i++) {
+        char target[256];
+        ssize_t n = readlink(sg_image_host_top[i], target, sizeof(target) - 1);
+        if (n <= 0) continue; /* this test expects a usr-merged host */
+        target[n] = 0;
+        snprintf(path, sizeof(path), "%s%s", img, sg_image_host_top[i]);
+        assert_int_equal(symlink(target, path), 0);
+    }
+    snprintf(path, sizeof(path), "%s/etc", img);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/etc/marker", img);
+    FILE *fp = fopen(path, "w");
+    fputs("from-dir-image\n", fp);
+    fclose(fp);
+
+    fx_t f;
+    fx_open(&f, SG_LOCAL_CG_AUTO);
+    char spec[300], err[256];
+    snprintf(spec, sizeof(spec), "mini:1=%s", img);
+    assert_int_equal(sg_image_registry_add(f.images, spec, err, sizeof(err)), 0);
+    const char *argv[] = {"/bin/sh", "-c",
+                          "(cat /etc/marker; [ -e /etc/hosts ] && echo hosts=visible || "
+                          "echo hosts=hidden; (touch /etc/x) 2>/dev/null && echo etc=writable || "
+                          "echo etc=readonly) > /workspace/o.tmp; mv /workspace/o.tmp /workspace/o; "
+                          "exec sleep 600"};
+    sg_sandbox_spec_t s;
+    spec_init(&s, "dirimg", argv, 3);
+    s.image = "mini:1";
+    assert_int_equal(create(&f, &s), 0);
+    char out[256];
+    wait_ws(&f, "o", out, sizeof(out));
+    assert_string_equal(out, "from-dir-image\nhosts=hidden\netc=readonly\n");
+    assert_int_equal(ping(&f), 200);
+    int64_t pid = f.h.pid;
+    assert_int_equal(op(&f, 0), 0);
+    assert_gone(&f, pid, "dirimg");
+    fx_close(&f);
+
+    snprintf(path, sizeof(path), "%s/usr", img);
+    assert_int_equal(umount2(path, MNT_DETACH), 0);
+    g_img_mount[0] = 0;
+    assert_int_equal(rmdir(path), 0);
+    for (size_t i = 0; sg_image_host_top[i]; i++) {
+        snprintf(path, sizeof(path), "%s%s", img, sg_image_host_top[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof(path), "%s/etc/marker", img);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/etc", img);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(rmdir(img), 0);
+}
+
 int main(void)
 {
     if (access("/usr/bin/bwrap", X_OK) != 0 && system("command -v bwrap >/dev/null") != 0) {
@@ -646,8 +725,10 @@ int main(void)
         cmocka_unit_test(test_pause_freezer),
         cmocka_unit_test(test_pause_signals),
         cmocka_unit_test(test_survives_creator),
+        cmocka_unit_test(test_dir_image),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     cleanup_leftovers();
+    if (g_img_mount[0]) umount2(g_img_mount, MNT_DETACH);
     return failed;
 }
