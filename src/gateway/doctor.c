@@ -92,8 +92,10 @@ static int try_bwrap(const char *bwrap, const char *extra, char *out, size_t out
         }
     }
     argv[n++] = "--proc", argv[n++] = "/proc", argv[n++] = "--dev", argv[n++] = "/dev";
-    if (geteuid() == 0) argv[n++] = "--cap-drop", argv[n++] = "ALL";
-    else if (!extra || strcmp(extra, "--unshare-user") != 0) argv[n++] = "--unshare-user";
+    if (geteuid() == 0)
+        argv[n++] = "--cap-drop", argv[n++] = "ALL";
+    else if (!extra || strcmp(extra, "--unshare-user") != 0)
+        argv[n++] = "--unshare-user";
     if (extra) argv[n++] = extra;
     argv[n++] = "true";
     argv[n] = NULL;
@@ -105,8 +107,10 @@ int sg_gateway_doctor(int argc, char **argv)
     int json = 0;
     const char *bwrap = "bwrap";
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = 1;
-        else if (strcmp(argv[i], "--bwrap") == 0 && i + 1 < argc) bwrap = argv[++i];
+        if (strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else if (strcmp(argv[i], "--bwrap") == 0 && i + 1 < argc)
+            bwrap = argv[++i];
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: sandgate doctor [--json] [--bwrap PATH]\n\n"
                    "Reports what this host offers the local provider (bubblewrap, namespaces,\n"
@@ -128,7 +132,8 @@ int sg_gateway_doctor(int argc, char **argv)
     int rv = run((char *const *)ver, out, sizeof(out));
     if (rv != 0) {
         snprintf(b->detail, sizeof(b->detail), "%.100s not runnable: %.300s", bwrap, out);
-        snprintf(b->advice, sizeof(b->advice), "install bubblewrap (apt-get install bubblewrap) "
+        snprintf(b->advice, sizeof(b->advice),
+                 "install bubblewrap (apt-get install bubblewrap) "
                  "or pass its path; local sandboxes cannot run without it");
     } else {
         char vs[128];
@@ -140,12 +145,13 @@ int sg_gateway_doctor(int argc, char **argv)
         if (!b->ok)
             snprintf(b->advice, sizeof(b->advice),
                      "bubblewrap is installed but cannot make a sandbox: run the gateway as root, "
-                     "or enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                     "or enable unprivileged user namespaces (sysctl "
+                     "kernel.unprivileged_userns_clone=1, "
                      "user.max_user_namespaces > 0) or install bwrap setuid");
     }
-    static const char *const ns_flag[] = {"--unshare-pid", "--unshare-net", "--unshare-ipc",
+    static const char *const ns_flag[] = {"--unshare-pid", "--unshare-net",  "--unshare-ipc",
                                           "--unshare-uts", "--unshare-user", "--unshare-cgroup"};
-    static const char *const ns_name[] = {"namespace pid", "namespace net", "namespace ipc",
+    static const char *const ns_name[] = {"namespace pid", "namespace net",  "namespace ipc",
                                           "namespace uts", "namespace user", "namespace cgroup"};
     for (size_t i = 0; i < sizeof(ns_flag) / sizeof(ns_flag[0]); i++) {
         check_t *k = &c[nc++];
@@ -159,10 +165,11 @@ int sg_gateway_doctor(int argc, char **argv)
         int needed = i < 4 || (i == 4 && geteuid() != 0);
         if (!k->ok)
             snprintf(k->advice, sizeof(k->advice), "%s",
-                     needed ? "required by the local provider: enable this namespace in the kernel / "
-                              "container runtime (e.g. run the gateway's container with --privileged "
-                              "or a seccomp profile that allows unshare)"
-                            : "optional: the provider works without it");
+                     needed
+                         ? "required by the local provider: enable this namespace in the kernel / "
+                           "container runtime (e.g. run the gateway's container with --privileged "
+                           "or a seccomp profile that allows unshare)"
+                         : "optional: the provider works without it");
     }
 
     sg__cg_host_t h;
@@ -205,8 +212,9 @@ int sg_gateway_doctor(int argc, char **argv)
     if (json) {
         json_t *arr = json_array();
         for (int i = 0; i < nc; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:b, s:s, s:s}", "name", c[i].name, "ok",
-                                                 c[i].ok, "detail", c[i].detail, "advice", c[i].advice));
+            json_array_append_new(arr,
+                                  json_pack("{s:s, s:b, s:s, s:s}", "name", c[i].name, "ok",
+                                            c[i].ok, "detail", c[i].detail, "advice", c[i].advice));
         json_t *o = json_pack("{s:b, s:o, s:{s:s, s:s, s:s, s:s}}", "ok", b->ok, "checks", arr,
                               "local_provider", "cpu", how[0] ? how[0] : "unenforced", "memory",
                               how[1] ? how[1] : "rlimit", "pids", how[2] ? how[2] : "rlimit",

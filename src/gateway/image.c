@@ -9,17 +9,40 @@
 
 #include "sandgate/common.h"
 
-const char *const sg_image_host_top[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
-                                         "/libx32", NULL};
+const char *const sg_image_host_top[] = {"/usr",   "/bin",   "/sbin",   "/lib",
+                                         "/lib32", "/lib64", "/libx32", NULL};
 
 /* Name service, dynamic linker, TLS roots, time zone and shell defaults: what ordinary
  * programs read. Never shadow/gshadow, ssh keys, sudoers, machine-id or credentials. */
-const char *const sg_image_host_etc[] = {
-    "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.conf", "gai.conf",
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl", "ca-certificates",
-    "ca-certificates.conf", "pki", "localtime", "timezone", "protocols", "services",
-    "mime.types", "os-release", "lsb-release", "debian_version", "profile", "bash.bashrc",
-    "inputrc", "terminfo", "magic", NULL};
+const char *const sg_image_host_etc[] = {"passwd",
+                                         "group",
+                                         "hosts",
+                                         "resolv.conf",
+                                         "nsswitch.conf",
+                                         "host.conf",
+                                         "gai.conf",
+                                         "ld.so.cache",
+                                         "ld.so.conf",
+                                         "ld.so.conf.d",
+                                         "alternatives",
+                                         "ssl",
+                                         "ca-certificates",
+                                         "ca-certificates.conf",
+                                         "pki",
+                                         "localtime",
+                                         "timezone",
+                                         "protocols",
+                                         "services",
+                                         "mime.types",
+                                         "os-release",
+                                         "lsb-release",
+                                         "debian_version",
+                                         "profile",
+                                         "bash.bashrc",
+                                         "inputrc",
+                                         "terminfo",
+                                         "magic",
+                                         NULL};
 
 struct sg_image_registry {
     sg_image_t *v;
@@ -90,8 +113,8 @@ int sg_image_registry_add(sg_image_registry_t *r, const char *spec, char *err, s
     char real[PATH_MAX];
     struct stat st;
     if (dir[0] != '/' || !realpath(dir, real) || stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "--image %.*s: '%s' is not an existing absolute directory",
-                 (int)nlen, spec, dir);
+        snprintf(err, errlen, "--image %.*s: '%s' is not an existing absolute directory", (int)nlen,
+                 spec, dir);
         return SG_EINVAL;
     }
     if (strcmp(real, "/") == 0) {

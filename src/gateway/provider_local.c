@@ -31,7 +31,8 @@
 #include "sandgate/log.h"
 
 #define OP_TICK_MS 10
-#define OP_MAX_TICKS 1000 /* 10 s: a freeze, thaw or kill the kernel has not finished by then failed */
+#define OP_MAX_TICKS                                                                               \
+    1000 /* 10 s: a freeze, thaw or kill the kernel has not finished by then failed */
 
 /* The sandbox's command, run by bwrap's pid 1 as `/bin/sh -c INIT sg-init TOKEN ARGV...`.
  * LIMITS is replaced by `ulimit` lines under the rlimit fallback. execd and the entrypoint
@@ -65,8 +66,8 @@ struct local_prov {
     sg__cg_host_t cg;
     int root;
     local_child_t *children;
-    size_t n_ops;          /* operations in flight (close waits for them) */
-    size_t n_closing;      /* child handles being closed */
+    size_t n_ops;     /* operations in flight (close waits for them) */
+    size_t n_closing; /* child handles being closed */
     int closing;
     void (*close_cb)(void *);
     void *close_ud;
@@ -108,7 +109,8 @@ static int mount_path_ok(const char *m)
 {
     if (!m || m[0] != '/' || strlen(m) > 1024 || strcmp(m, "/") == 0) return 0;
     for (const char *s = m; *s;) {
-        while (*s == '/') s++;
+        while (*s == '/')
+            s++;
         const char *e = strchr(s, '/');
         size_t n = e ? (size_t)(e - s) : strlen(s);
         if ((n == 0 && e) || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
@@ -126,8 +128,8 @@ static int mount_path_ok(const char *m)
     return 1;
 }
 
-int sg_local_volume_allowed(const char *const *prefixes, size_t n, const char *host_path,
-                            char *why, size_t whylen)
+int sg_local_volume_allowed(const char *const *prefixes, size_t n, const char *host_path, char *why,
+                            size_t whylen)
 {
     char real[PATH_MAX];
     if (!host_path || host_path[0] != '/') {
@@ -152,11 +154,14 @@ int sg_local_volume_allowed(const char *const *prefixes, size_t n, const char *h
 
 static void fmt_bytes(char *out, size_t n, uint64_t b)
 {
-    if (b && b % (1024 * 1024) == 0) snprintf(out, n, "%lluMi", (unsigned long long)(b >> 20));
-    else snprintf(out, n, "%llu", (unsigned long long)b);
+    if (b && b % (1024 * 1024) == 0)
+        snprintf(out, n, "%lluMi", (unsigned long long)(b >> 20));
+    else
+        snprintf(out, n, "%llu", (unsigned long long)b);
 }
 
-static void appendf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void appendf(char *buf, size_t n, const char *fmt, ...)
 {
     size_t len = strlen(buf);
@@ -242,7 +247,8 @@ static int state_load_path(const char *path, sg_local_state_t *st)
     st->bwrap_start = (uint64_t)json_integer_value(json_object_get(o, "bwrap_start"));
     jcopy(o, "cgroup_v2", st->cg_v2, sizeof(st->cg_v2));
     json_t *cg1 = json_object_get(o, "cgroup_v1");
-    for (int c = 0; c < SG__CG_N; c++) jcopy(cg1, sg__cg_names[c], st->cg_v1[c], sizeof(st->cg_v1[c]));
+    for (int c = 0; c < SG__CG_N; c++)
+        jcopy(cg1, sg__cg_names[c], st->cg_v1[c], sizeof(st->cg_v1[c]));
     jcopy(o, "freeze", st->freeze, sizeof(st->freeze));
     jcopy(o, "execd", st->execd, sizeof(st->execd));
     jcopy(o, "access_token", st->access_token, sizeof(st->access_token));
@@ -271,7 +277,8 @@ void sg_local_state_to_handle(const sg_local_state_t *st, sg_sandbox_handle_t *h
 
 int sg_local_state_alive(const sg_local_state_t *st)
 {
-    return st->init_pid > 0 && st->init_start != 0 && sg__proc_start(st->init_pid) == st->init_start;
+    return st->init_pid > 0 && st->init_start != 0 &&
+           sg__proc_start(st->init_pid) == st->init_start;
 }
 
 int sg_local_list_on_disk(const char *data_dir, sg_local_state_t **out, size_t *n)
@@ -324,7 +331,8 @@ static void av_add3(argv_b *a, const char *x, const char *y, const char *z)
 
 static void av_free(argv_b *a)
 {
-    for (size_t i = 0; i < a->n; i++) free(a->v[i]);
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
     free(a->v);
     a->v = NULL;
     a->n = a->cap = 0;
@@ -358,11 +366,12 @@ static void add_image(argv_b *a, const sg_image_t *img)
     DIR *d = opendir(img->root);
     if (!d) return; /* bwrap then fails to find /bin/sh: reported as a create error */
     struct dirent *de;
-    static const char *const skip[] = {".", "..", "proc", "dev", "sys", "tmp", "workspace",
-                                       ".sandgate"};
+    static const char *const skip[] = {".",   "..",  "proc",      "dev",
+                                       "sys", "tmp", "workspace", ".sandgate"};
     while ((de = readdir(d))) {
         int skipped = 0;
-        for (size_t i = 0; i < SG_ARRAY_SIZE(skip); i++) skipped |= strcmp(de->d_name, skip[i]) == 0;
+        for (size_t i = 0; i < SG_ARRAY_SIZE(skip); i++)
+            skipped |= strcmp(de->d_name, skip[i]) == 0;
         if (skipped) continue;
         char src[PATH_MAX], dst[PATH_MAX];
         snprintf(src, sizeof(src), "%s/%s", img->root, de->d_name);
@@ -452,13 +461,16 @@ static void create_report(create_op_t *op, int err)
     if (op->done) return;
     op->done = 1;
     uv_read_stop((uv_stream_t *)&op->info);
-    if (!uv_is_closing((uv_handle_t *)&op->info)) uv_close((uv_handle_t *)&op->info, create_pipe_closed);
-    if (!uv_is_closing((uv_handle_t *)&op->block)) uv_close((uv_handle_t *)&op->block, create_pipe_closed);
+    if (!uv_is_closing((uv_handle_t *)&op->info))
+        uv_close((uv_handle_t *)&op->info, create_pipe_closed);
+    if (!uv_is_closing((uv_handle_t *)&op->block))
+        uv_close((uv_handle_t *)&op->block, create_pipe_closed);
     if (err < 0) {
         kill_half_made(op);
         /* The kill is asynchronous; rmdir of a cgroup with dying tasks fails and leaves an
          * empty directory behind, which the next probe or an operator can remove. */
-        for (int i = 0; i < 100 && !sg__cg_empty(&op->st); i++) usleep(1000);
+        for (int i = 0; i < 100 && !sg__cg_empty(&op->st); i++)
+            usleep(1000);
         sg__cg_remove(&op->st);
         rm_rf(op->dir);
         op->cb(op->ud, err, &op->e, NULL);
@@ -548,10 +560,12 @@ static int validate_spec(local_prov_t *p, const sg_sandbox_spec_t *spec, const s
     if (!*img) {
         set_err(e, 400, "SANDBOX::IMAGE_NOT_FOUND",
                 "image '%s' is not registered on this gateway (register it with --image NAME=DIR "
-                "or NAME=host)", spec->image ? spec->image : "");
+                "or NAME=host)",
+                spec->image ? spec->image : "");
         return SG_ENOTFOUND;
     }
-    if (spec->n_entrypoint < 1 || !spec->entrypoint || !spec->entrypoint[0] || !spec->entrypoint[0][0]) {
+    if (spec->n_entrypoint < 1 || !spec->entrypoint || !spec->entrypoint[0] ||
+        !spec->entrypoint[0][0]) {
         set_err(e, 400, "SANDBOX::INVALID_PARAMETER", "entrypoint must have at least one element");
         return SG_EINVAL;
     }
@@ -568,20 +582,21 @@ static int validate_spec(local_prov_t *p, const sg_sandbox_spec_t *spec, const s
         if (!mount_path_ok(v->mount_path)) {
             set_err(e, 400, "VOLUME::INVALID_MOUNT_PATH",
                     "volume '%s': mountPath '%s' must be an absolute normalized path outside "
-                    "/, /proc, /dev, /sys, /.sandgate", v->name ? v->name : "",
-                    v->mount_path ? v->mount_path : "");
+                    "/, /proc, /dev, /sys, /.sandgate",
+                    v->name ? v->name : "", v->mount_path ? v->mount_path : "");
             return SG_EINVAL;
         }
         if (v->sub_path && (strstr(v->sub_path, "..") || v->sub_path[0] == '/')) {
-            set_err(e, 400, "VOLUME::INVALID_SUB_PATH", "volume '%s': subPath must be relative "
-                    "without '..'", v->name ? v->name : "");
+            set_err(e, 400, "VOLUME::INVALID_SUB_PATH",
+                    "volume '%s': subPath must be relative "
+                    "without '..'",
+                    v->name ? v->name : "");
             return SG_EINVAL;
         }
-        snprintf(hp, sizeof(hp), "%s%s%s", v->host_path ? v->host_path : "",
-                 v->sub_path ? "/" : "", v->sub_path ? v->sub_path : "");
-        if (!v->host_path ||
-            !sg_local_volume_allowed((const char *const *)p->prefixes, p->n_prefixes, hp, why,
-                                     sizeof(why))) {
+        snprintf(hp, sizeof(hp), "%s%s%s", v->host_path ? v->host_path : "", v->sub_path ? "/" : "",
+                 v->sub_path ? v->sub_path : "");
+        if (!v->host_path || !sg_local_volume_allowed((const char *const *)p->prefixes,
+                                                      p->n_prefixes, hp, why, sizeof(why))) {
             set_err(e, 400, "VOLUME::HOST_PATH_NOT_ALLOWED", "volume '%s': %s",
                     v->name ? v->name : "", v->host_path ? why : "host path missing");
             return SG_EINVAL;
@@ -590,8 +605,10 @@ static int validate_spec(local_prov_t *p, const sg_sandbox_spec_t *spec, const s
     char sock[PATH_MAX];
     snprintf(sock, sizeof(sock), "%s/%s/run/execd.sock", p->sb_dir, spec->id);
     if (strlen(sock) >= 108) {
-        set_err(e, 500, "SANDBOX::START_FAILED", "execd socket path %s is longer than a unix "
-                "socket allows; use a shorter data dir", sock);
+        set_err(e, 500, "SANDBOX::START_FAILED",
+                "execd socket path %s is longer than a unix "
+                "socket allows; use a shorter data dir",
+                sock);
         return SG_EINVAL;
     }
     return 0;
@@ -620,13 +637,16 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
             where[c] = 2;
         } else if (h->v1_base[c][0]) {
             /* Only the controllers we need (limits requested, and the freezer). */
-            uint64_t want = c == SG__CG_CPU ? spec->cpu_millis
-                          : c == SG__CG_MEMORY ? spec->memory_bytes
-                          : c == SG__CG_PIDS ? spec->pids : 1;
+            uint64_t want = c == SG__CG_CPU      ? spec->cpu_millis
+                            : c == SG__CG_MEMORY ? spec->memory_bytes
+                            : c == SG__CG_PIDS   ? spec->pids
+                                                 : 1;
             if (!want) continue;
             snprintf(st->cg_v1[c], sizeof(st->cg_v1[c]), "%s/%s", h->v1_base[c], spec->id);
-            if (mkdir(st->cg_v1[c], 0755) != 0 && errno != EEXIST) st->cg_v1[c][0] = 0;
-            else where[c] = 1;
+            if (mkdir(st->cg_v1[c], 0755) != 0 && errno != EEXIST)
+                st->cg_v1[c][0] = 0;
+            else
+                where[c] = 1;
         }
     }
     char v[64], hb[32];
@@ -641,8 +661,10 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
             if (r == 0) r = sg__cg_write(st->cg_v1[SG__CG_CPU], "cpu.cfs_quota_us", v);
         }
         if (r < 0) goto fail_write;
-        appendf(enf, en, "cpu=%s(%llum) ", where[SG__CG_CPU] == 2 ? "cgroup-v2" :
-                where[SG__CG_CPU] == 1 ? "cgroup-v1" : "unenforced",
+        appendf(enf, en, "cpu=%s(%llum) ",
+                where[SG__CG_CPU] == 2   ? "cgroup-v2"
+                : where[SG__CG_CPU] == 1 ? "cgroup-v1"
+                                         : "unenforced",
                 (unsigned long long)spec->cpu_millis);
     }
     if (spec->memory_bytes) {
@@ -659,13 +681,18 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
                     (unsigned long long)(spec->memory_bytes / 1024));
         }
         if (r < 0) goto fail_write;
-        appendf(enf, en, "memory=%s(%s) ", where[SG__CG_MEMORY] == 2 ? "cgroup-v2" :
-                where[SG__CG_MEMORY] == 1 ? "cgroup-v1" : "rlimit-as", hb);
+        appendf(enf, en, "memory=%s(%s) ",
+                where[SG__CG_MEMORY] == 2   ? "cgroup-v2"
+                : where[SG__CG_MEMORY] == 1 ? "cgroup-v1"
+                                            : "rlimit-as",
+                hb);
     }
     if (spec->pids) {
         snprintf(v, sizeof(v), "%llu", (unsigned long long)spec->pids);
-        if (where[SG__CG_PIDS] == 2) r = sg__cg_write(st->cg_v2, "pids.max", v);
-        else if (where[SG__CG_PIDS] == 1) r = sg__cg_write(st->cg_v1[SG__CG_PIDS], "pids.max", v);
+        if (where[SG__CG_PIDS] == 2)
+            r = sg__cg_write(st->cg_v2, "pids.max", v);
+        else if (where[SG__CG_PIDS] == 1)
+            r = sg__cg_write(st->cg_v1[SG__CG_PIDS], "pids.max", v);
         else if (p->root) {
             /* The kernel never applies RLIMIT_NPROC to uid 0 of the initial user namespace,
              * and sandboxes of a root gateway run as that uid: say so instead of pretending. */
@@ -674,19 +701,23 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
             /* RLIMIT_NPROC counts every process of the uid on the host, so the sandbox gets
              * its own count on top of what the uid already runs. */
             unsigned long long n = spec->pids + (unsigned long long)count_uid_procs(geteuid());
-            appendf(ulimits, ulen, "{ ulimit -p %llu || ulimit -u %llu; } 2>/dev/null || exit 112\n",
-                    n, n);
+            appendf(ulimits, ulen,
+                    "{ ulimit -p %llu || ulimit -u %llu; } 2>/dev/null || exit 112\n", n, n);
         }
         if (r < 0) goto fail_write;
-        appendf(enf, en, "pids=%s(%llu) ", where[SG__CG_PIDS] == 2 ? "cgroup-v2" :
-                where[SG__CG_PIDS] == 1 ? "cgroup-v1" :
-                where[SG__CG_PIDS] == -1 ? "unenforced-root-exempt-from-rlimit-nproc"
-                                         : "rlimit-nproc-per-uid",
+        appendf(enf, en, "pids=%s(%llu) ",
+                where[SG__CG_PIDS] == 2    ? "cgroup-v2"
+                : where[SG__CG_PIDS] == 1  ? "cgroup-v1"
+                : where[SG__CG_PIDS] == -1 ? "unenforced-root-exempt-from-rlimit-nproc"
+                                           : "rlimit-nproc-per-uid",
                 (unsigned long long)spec->pids);
     }
-    if (where[SG__CG_FREEZER] == 2) snprintf(st->freeze, sizeof(st->freeze), "cgroup-v2");
-    else if (where[SG__CG_FREEZER] == 1) snprintf(st->freeze, sizeof(st->freeze), "cgroup-v1");
-    else snprintf(st->freeze, sizeof(st->freeze), "signals");
+    if (where[SG__CG_FREEZER] == 2)
+        snprintf(st->freeze, sizeof(st->freeze), "cgroup-v2");
+    else if (where[SG__CG_FREEZER] == 1)
+        snprintf(st->freeze, sizeof(st->freeze), "cgroup-v1");
+    else
+        snprintf(st->freeze, sizeof(st->freeze), "signals");
     appendf(enf, en, "freeze=%s", st->freeze);
     if (st->cg_v2[0] && h->v2_kill) appendf(enf, en, " kill=cgroup-v2");
     return 0;
@@ -731,7 +762,8 @@ static void build_argv(local_prov_t *p, const sg_sandbox_spec_t *spec, const sg_
     av_add3(a, "--setenv", "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     av_add3(a, "--setenv", "HOME", "/workspace");
     av_add3(a, "--setenv", "TMPDIR", "/tmp");
-    for (size_t i = 0; i < spec->n_env; i++) av_add3(a, "--setenv", spec->env[i].key, spec->env[i].value);
+    for (size_t i = 0; i < spec->n_env; i++)
+        av_add3(a, "--setenv", spec->env[i].key, spec->env[i].value);
     av_add3(a, "--info-fd", "3", NULL);
     av_add3(a, "--block-fd", "4", NULL);
     av_add3(a, "/bin/sh", "-c", NULL);
@@ -742,7 +774,8 @@ static void build_argv(local_prov_t *p, const sg_sandbox_spec_t *spec, const sg_
     free(script);
     av_add(a, "sg-init");
     av_add(a, token);
-    for (size_t i = 0; i < spec->n_entrypoint; i++) av_add(a, spec->entrypoint[i]);
+    for (size_t i = 0; i < spec->n_entrypoint; i++)
+        av_add(a, spec->entrypoint[i]);
 }
 
 static void random_hex(char *out, size_t nbytes)
@@ -750,8 +783,10 @@ static void random_hex(char *out, size_t nbytes)
     unsigned char b[64];
     if (nbytes > sizeof(b)) nbytes = sizeof(b);
     if (uv_random(NULL, NULL, b, nbytes, 0, NULL) != 0)
-        for (size_t i = 0; i < nbytes; i++) b[i] = (unsigned char)(rand() & 0xff);
-    for (size_t i = 0; i < nbytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+        for (size_t i = 0; i < nbytes; i++)
+            b[i] = (unsigned char)(rand() & 0xff);
+    for (size_t i = 0; i < nbytes; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
 }
 
 static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_prov_create_cb cb,
@@ -773,8 +808,11 @@ static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_p
     sb_dir(p, spec->id, op->dir, sizeof(op->dir));
     if (mkdir(op->dir, 0700) != 0) {
         r = -errno;
-        if (errno == EEXIST) set_err(&op->e, 409, "SANDBOX::ALREADY_EXISTS", "sandbox %s already exists on this host", spec->id);
-        else set_err(&op->e, 500, "SANDBOX::START_FAILED", "mkdir %s: %s", op->dir, strerror(errno));
+        if (errno == EEXIST)
+            set_err(&op->e, 409, "SANDBOX::ALREADY_EXISTS",
+                    "sandbox %s already exists on this host", spec->id);
+        else
+            set_err(&op->e, 500, "SANDBOX::START_FAILED", "mkdir %s: %s", op->dir, strerror(errno));
         op->dir[0] = 0; /* not ours to remove */
         goto fail_early;
     }
@@ -787,7 +825,8 @@ static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_p
     logfd = ok ? open(sub, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
     if (logfd < 0) {
         r = -errno;
-        set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot prepare %s: %s", op->dir, strerror(errno));
+        set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot prepare %s: %s", op->dir,
+                strerror(errno));
         goto fail_early;
     }
     snprintf(op->st.id, sizeof(op->st.id), "%s", spec->id);
@@ -963,7 +1002,8 @@ static void on_op_tick(uv_timer_t *t)
         op->phase = 1;
         uv_timer_stop(&op->timer);
         op->work.data = op;
-        if (uv_queue_work(op->p->base.loop, &op->work, rm_work, rm_after) < 0) rm_after(&op->work, 0);
+        if (uv_queue_work(op->p->base.loop, &op->work, rm_work, rm_after) < 0)
+            rm_after(&op->work, 0);
         return;
     }
     if (init_alive) kill((pid_t)op->st.init_pid, SIGKILL);
@@ -993,7 +1033,7 @@ static local_op_t *op_new(local_prov_t *p, int kind, const char *id, void *ud)
 }
 
 static void local_defer_create_err(local_prov_t *p, sg_prov_create_cb cb, void *ud, int err,
-                                const sg_prov_err_t *e)
+                                   const sg_prov_err_t *e)
 {
     local_op_t *op = op_new(p, OP_CREATE_ERR, NULL, ud);
     op->create = cb;
@@ -1002,7 +1042,8 @@ static void local_defer_create_err(local_prov_t *p, sg_prov_create_cb cb, void *
     uv_timer_start(&op->timer, on_op_tick, 0, 0);
 }
 
-static int local_destroy(sg_provider_t *base, const sg_sandbox_handle_t *h, sg_prov_done_cb cb, void *ud)
+static int local_destroy(sg_provider_t *base, const sg_sandbox_handle_t *h, sg_prov_done_cb cb,
+                         void *ud)
 {
     local_prov_t *p = (local_prov_t *)base;
     if (p->closing) return SG_ECLOSED;
@@ -1010,8 +1051,10 @@ static int local_destroy(sg_provider_t *base, const sg_sandbox_handle_t *h, sg_p
     op->done = cb;
     if (op->have_state) {
         /* A frozen v1 cgroup holds SIGKILLed tasks until thawed. */
-        if (strcmp(op->st.freeze, "signals") != 0) sg__cg_freeze(&op->st, 0);
-        else sg__ns_signal(&op->st, SIGCONT);
+        if (strcmp(op->st.freeze, "signals") != 0)
+            sg__cg_freeze(&op->st, 0);
+        else
+            sg__ns_signal(&op->st, SIGCONT);
         if (sg_local_state_alive(&op->st)) kill((pid_t)op->st.init_pid, SIGKILL);
         if (op->st.bwrap_pid > 0 && op->st.bwrap_start &&
             sg__proc_start(op->st.bwrap_pid) == op->st.bwrap_start)
@@ -1029,8 +1072,9 @@ static int freeze_start(local_prov_t *p, int kind, const sg_sandbox_handle_t *h,
     local_op_t *op = op_new(p, kind, h->provider_id, ud);
     op->done = cb;
     if (!op->have_state || !sg_local_state_alive(&op->st)) {
-        set_err(&op->e, 404, "SANDBOX::NOT_FOUND", "%s", op->have_state
-                ? "the sandbox's processes are gone" : "no such sandbox on this host");
+        set_err(&op->e, 404, "SANDBOX::NOT_FOUND", "%s",
+                op->have_state ? "the sandbox's processes are gone"
+                               : "no such sandbox on this host");
         op->err = SG_ENOTFOUND;
         uv_timer_start(&op->timer, on_op_tick, 0, 0);
         return 0;
@@ -1051,12 +1095,14 @@ static int local_pause(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_d
     return freeze_start((local_prov_t *)b, OP_PAUSE, h, cb, ud);
 }
 
-static int local_resume(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_done_cb cb, void *ud)
+static int local_resume(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_done_cb cb,
+                        void *ud)
 {
     return freeze_start((local_prov_t *)b, OP_RESUME, h, cb, ud);
 }
 
-static int local_check(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_check_cb cb, void *ud)
+static int local_check(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_check_cb cb,
+                       void *ud)
 {
     local_prov_t *p = (local_prov_t *)b;
     if (p->closing) return SG_ECLOSED;
@@ -1081,7 +1127,8 @@ static void prov_maybe_free(local_prov_t *p)
     if (p->n_closing || p->children) return;
     void (*cb)(void *) = p->close_cb;
     void *ud = p->close_ud;
-    for (size_t i = 0; i < p->n_prefixes; i++) free(p->prefixes[i]);
+    for (size_t i = 0; i < p->n_prefixes; i++)
+        free(p->prefixes[i]);
     free(p->prefixes);
     free(p->data_dir);
     free(p->sb_dir);
@@ -1117,7 +1164,8 @@ int sg_local_provider_new(uv_loop_t *loop, const sg_local_config_t *cfg, sg_prov
 {
     *out = NULL;
     if (!cfg->data_dir || !cfg->execd || !cfg->images) {
-        snprintf(err, errlen, "local provider: data dir, execd path and image registry are required");
+        snprintf(err, errlen,
+                 "local provider: data dir, execd path and image registry are required");
         return SG_EINVAL;
     }
     char real[PATH_MAX], sbd[PATH_MAX + 16];
@@ -1152,7 +1200,8 @@ int sg_local_provider_new(uv_loop_t *loop, const sg_local_config_t *cfg, sg_prov
     p->root = geteuid() == 0;
     if (cfg->n_volume_prefixes) {
         p->prefixes = sg_xcalloc(cfg->n_volume_prefixes, sizeof(char *));
-        for (size_t i = 0; i < cfg->n_volume_prefixes; i++) p->prefixes[i] = sg_xstrdup(cfg->volume_prefixes[i]);
+        for (size_t i = 0; i < cfg->n_volume_prefixes; i++)
+            p->prefixes[i] = sg_xstrdup(cfg->volume_prefixes[i]);
         p->n_prefixes = cfg->n_volume_prefixes;
     }
     if (p->cgmode != SG_LOCAL_CG_OFF) {

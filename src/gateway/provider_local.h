@@ -42,14 +42,14 @@ typedef enum sg_local_cgroups {
 } sg_local_cgroups_t;
 
 typedef struct sg_local_config {
-    const char *data_dir;            /* required; the provider uses <data_dir>/sandboxes */
-    const char *bwrap;               /* NULL: "bwrap" from PATH */
-    const char *execd;               /* required: host path of sandgate-execd */
-    const sg_image_registry_t *images; /* required, not owned, must outlive the provider */
+    const char *data_dir;               /* required; the provider uses <data_dir>/sandboxes */
+    const char *bwrap;                  /* NULL: "bwrap" from PATH */
+    const char *execd;                  /* required: host path of sandgate-execd */
+    const sg_image_registry_t *images;  /* required, not owned, must outlive the provider */
     const char *const *volume_prefixes; /* host directories volumes may come from; none = */
     size_t n_volume_prefixes;           /* every host volume is refused */
     sg_local_cgroups_t cgroups;
-    const char *cgroup_name;         /* parent cgroup dir name, NULL: "sandgate" */
+    const char *cgroup_name; /* parent cgroup dir name, NULL: "sandgate" */
 } sg_local_config_t;
 
 /* Makes the provider (copies the config strings; `images` is borrowed). Creates
@@ -60,13 +60,13 @@ int sg_local_provider_new(uv_loop_t *loop, const sg_local_config_t *cfg, sg_prov
 /* One sandbox as its state file describes it. */
 typedef struct sg_local_state {
     char id[64];
-    int64_t init_pid;        /* host pid of the sandbox's pid-namespace init (bwrap's pid 1) */
-    uint64_t init_start;     /* its start time (/proc/pid/stat field 22) */
-    int64_t bwrap_pid;       /* the outer bwrap process (may be long gone) */
+    int64_t init_pid;    /* host pid of the sandbox's pid-namespace init (bwrap's pid 1) */
+    uint64_t init_start; /* its start time (/proc/pid/stat field 22) */
+    int64_t bwrap_pid;   /* the outer bwrap process (may be long gone) */
     uint64_t bwrap_start;
-    char cg_v2[256];         /* cgroup v2 directory or "" */
-    char cg_v1[4][256];      /* v1 directories: cpu, memory, pids, freezer ("" = unused) */
-    char freeze[16];         /* "cgroup-v2", "cgroup-v1" or "signals" */
+    char cg_v2[256];    /* cgroup v2 directory or "" */
+    char cg_v1[4][256]; /* v1 directories: cpu, memory, pids, freezer ("" = unused) */
+    char freeze[16];    /* "cgroup-v2", "cgroup-v1" or "signals" */
     char execd[512];
     char access_token[128];
     char enforced[256];
@@ -85,8 +85,8 @@ int sg_local_list_on_disk(const char *data_dir, sg_local_state_t **out, size_t *
 
 /* Whether a host path may be bind-mounted: its real path lies under one of the prefixes
  * (component-wise; the prefixes are real-pathed too). 1 yes, 0 no (reason in why). */
-int sg_local_volume_allowed(const char *const *prefixes, size_t n, const char *host_path,
-                            char *why, size_t whylen);
+int sg_local_volume_allowed(const char *const *prefixes, size_t n, const char *host_path, char *why,
+                            size_t whylen);
 
 /* --- shared with doctor.c (provider_local_cg.c) --- */
 
@@ -96,10 +96,10 @@ extern const char *const sg__cg_names[SG__CG_N];
 /* What this host offers: the cgroup v2 mount and per-controller v1 mounts, and the base
  * directories (our own cgroup + "/<name>") under which sandboxes' cgroups are made. */
 typedef struct sg__cg_host {
-    char v2_base[256];             /* "" when no writable cgroup2 */
-    int v2_has[SG__CG_N];          /* controller usable in v2 children (freezer: cgroup.freeze) */
-    int v2_kill;                   /* cgroup.kill exists */
-    char v1_base[SG__CG_N][256];   /* "" when that v1 controller is not mounted / writable */
+    char v2_base[256];           /* "" when no writable cgroup2 */
+    int v2_has[SG__CG_N];        /* controller usable in v2 children (freezer: cgroup.freeze) */
+    int v2_kill;                 /* cgroup.kill exists */
+    char v1_base[SG__CG_N][256]; /* "" when that v1 controller is not mounted / writable */
 } sg__cg_host_t;
 
 /* Probes by making (and removing) a test child cgroup; never fails, fills what works. */

@@ -133,7 +133,10 @@ void sg__cg_probe(const char *name, sg__cg_host_t *h, char *notes, size_t notesl
     char dummy[8];
     size_t nl = notes ? noteslen : 0;
     char *nt = notes ? notes : dummy;
-    if (!notes) { dummy[0] = 0; nl = sizeof(dummy); }
+    if (!notes) {
+        dummy[0] = 0;
+        nl = sizeof(dummy);
+    }
 
     if (mounted("cgroup2", NULL, mnt, sizeof(mnt)) == 0 && own_cgroup("", own, sizeof(own)) == 0) {
         snprintf(base, sizeof(base), "%s%s/%s", mnt, own, name);
@@ -154,11 +157,13 @@ void sg__cg_probe(const char *name, sg__cg_host_t *h, char *notes, size_t notesl
             if (mkdir(probe, 0755) == 0 || errno == EEXIST) {
                 if (snprintf(h->v2_base, sizeof(h->v2_base), "%s", base) >= (int)sizeof(h->v2_base))
                     h->v2_base[0] = 0;
-                for (int c = 0; c < SG__CG_N; c++) h->v2_has[c] = file_exists(probe, v2_probe_file[c]);
+                for (int c = 0; c < SG__CG_N; c++)
+                    h->v2_has[c] = file_exists(probe, v2_probe_file[c]);
                 h->v2_kill = file_exists(probe, "cgroup.kill");
                 rmdir(probe);
             } else {
-                note(nt, nl, "cgroup v2 base %s: cannot make a child (%s); ", base, strerror(errno));
+                note(nt, nl, "cgroup v2 base %s: cannot make a child (%s); ", base,
+                     strerror(errno));
             }
         }
     } else {
@@ -184,7 +189,8 @@ void sg__cg_probe(const char *name, sg__cg_host_t *h, char *notes, size_t notesl
             continue;
         }
         if (file_exists(probe, v1_probe_file[c]))
-            if (snprintf(h->v1_base[c], sizeof(h->v1_base[c]), "%s", base) >= (int)sizeof(h->v1_base[c]))
+            if (snprintf(h->v1_base[c], sizeof(h->v1_base[c]), "%s", base) >=
+                (int)sizeof(h->v1_base[c]))
                 h->v1_base[c][0] = 0;
         rmdir(probe);
     }
@@ -197,7 +203,8 @@ void sg__cg_dirs(const sg_local_state_t *st, const char *dirs[6])
     for (int c = 0; c < SG__CG_N; c++) {
         if (!st->cg_v1[c][0]) continue;
         int dup = 0;
-        for (int i = 0; i < n; i++) dup |= strcmp(dirs[i], st->cg_v1[c]) == 0;
+        for (int i = 0; i < n; i++)
+            dup |= strcmp(dirs[i], st->cg_v1[c]) == 0;
         if (!dup) dirs[n++] = st->cg_v1[c];
     }
     dirs[n] = NULL;
@@ -220,7 +227,8 @@ void sg__cg_kill(const sg_local_state_t *st)
 {
     const char *dirs[6];
     sg__cg_dirs(st, dirs);
-    if (st->cg_v2[0] && file_exists(st->cg_v2, "cgroup.kill")) sg__cg_write(st->cg_v2, "cgroup.kill", "1");
+    if (st->cg_v2[0] && file_exists(st->cg_v2, "cgroup.kill"))
+        sg__cg_write(st->cg_v2, "cgroup.kill", "1");
     for (int i = 0; dirs[i]; i++) {
         char buf[8192];
         if (sg__cg_read(dirs[i], "cgroup.procs", buf, sizeof(buf)) <= 0) continue;
@@ -247,12 +255,14 @@ void sg__cg_remove(const sg_local_state_t *st)
 {
     const char *dirs[6];
     sg__cg_dirs(st, dirs);
-    for (int i = 0; dirs[i]; i++) rmdir(dirs[i]);
+    for (int i = 0; dirs[i]; i++)
+        rmdir(dirs[i]);
 }
 
 int sg__cg_freeze(const sg_local_state_t *st, int on)
 {
-    if (strcmp(st->freeze, "cgroup-v2") == 0) return sg__cg_write(st->cg_v2, "cgroup.freeze", on ? "1" : "0");
+    if (strcmp(st->freeze, "cgroup-v2") == 0)
+        return sg__cg_write(st->cg_v2, "cgroup.freeze", on ? "1" : "0");
     if (strcmp(st->freeze, "cgroup-v1") == 0)
         return sg__cg_write(st->cg_v1[SG__CG_FREEZER], "freezer.state", on ? "FROZEN" : "THAWED");
     return SG_EINVAL;

@@ -18,9 +18,12 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -79,7 +82,8 @@ static void fx_open(fx_t *f, sg_local_cgroups_t cg)
     snprintf(f->data, sizeof(f->data), "/tmp/sgl-XXXXXX");
     assert_non_null(mkdtemp(f->data));
     if (g_ndirs < 32) snprintf(g_dirs[g_ndirs++], sizeof(g_dirs[0]), "%s", f->data);
-    assert_true(snprintf(f->allowed, sizeof(f->allowed), "%s-vol", f->data) < (int)sizeof(f->allowed));
+    assert_true(snprintf(f->allowed, sizeof(f->allowed), "%s-vol", f->data) <
+                (int)sizeof(f->allowed));
     assert_int_equal(mkdir(f->allowed, 0755), 0);
     const char *bin = getenv("SG_BIN_DIR");
     snprintf(f->execd, sizeof(f->execd), "%s/sandgate-execd", bin ? bin : ".");
@@ -144,7 +148,8 @@ static void on_checked(void *ud, int alive, const sg_prov_err_t *e)
 /* Runs the loop until the operation reported (its handles keep the loop alive until then). */
 static void wait_op(fx_t *f)
 {
-    for (int i = 0; i < 100000 && !f->fired; i++) uv_run(&f->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 100000 && !f->fired; i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
     assert_int_equal(f->fired, 1);
 }
 
@@ -267,6 +272,55 @@ static int listen_port(int *port)
     return fd;
 }
 
+/* The environment of the sandbox's execd (found by its comm in the sandbox's pid namespace):
+ * commands execd starts inherit it. */
+static int execd_env_has(const sg_local_state_t *st, const char *kv)
+{
+    char path[64], want[64], got[64], comm[64];
+    snprintf(path, sizeof(path), "/proc/%lld/ns/pid", (long long)st->init_pid);
+    ssize_t n = readlink(path, want, sizeof(want) - 1);
+    if (n <= 0) return 0;
+    want[n] = 0;
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    struct dirent *de;
+    long found = 0;
+    while (!found && (de = readdir(d))) {
+        long pid = atol(de->d_name);
+        if (pid <= 1) continue;
+        snprintf(path, sizeof(path), "/proc/%ld/ns/pid", pid);
+        n = readlink(path, got, sizeof(got) - 1);
+        if (n <= 0) continue;
+        got[n] = 0;
+        if (strcmp(got, want) != 0) continue;
+        snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+        FILE *fp = fopen(path, "r");
+        if (!fp) continue;
+        size_t k = fread(comm, 1, sizeof(comm) - 1, fp);
+        fclose(fp);
+        comm[k] = 0;
+        if (strcmp(comm, "execd\n") == 0) found = pid;
+    }
+    closedir(d);
+    if (!found) return 0;
+    {
+        long pid = found;
+        static char env[65536];
+        size_t k;
+        FILE *fp;
+        snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
+        fp = fopen(path, "r");
+        if (!fp) return 0;
+        k = fread(env, 1, sizeof(env) - 1, fp);
+        fclose(fp);
+        env[k] = 0;
+        for (size_t i = 0; i < k; i += strlen(env + i) + 1)
+            if (strcmp(env + i, kv) == 0) return 1;
+        return 0;
+    }
+    return 0;
+}
+
 static void run_iso(int allow_net)
 {
     fx_t f;
@@ -320,11 +374,14 @@ static void run_iso(int allow_net)
     int64_t pid = f.h.pid;
     sg_local_state_t st;
     assert_int_equal(sg_local_state_load(f.data, f.h.provider_id, &st), 0);
+    assert_int_equal(execd_env_has(&st, "FOO=bar baz"), 1);
+    assert_int_equal(execd_env_has(&st, "FOO=other"), 0);
     assert_int_equal(op(&f, 0), 0);
     assert_gone(&f, pid, s.id);
     const char *dirs[6];
     sg__cg_dirs(&st, dirs);
-    for (int i = 0; dirs[i]; i++) assert_int_not_equal(access(dirs[i], F_OK), 0);
+    for (int i = 0; dirs[i]; i++)
+        assert_int_not_equal(access(dirs[i], F_OK), 0);
     assert_int_equal(sg__ns_signal(&st, 0), 0);
     assert_int_equal(op(&f, 0), 0);
     assert_int_equal(op(&f, 3), 0);
@@ -385,7 +442,7 @@ static void run_limits(sg_local_cgroups_t cg)
     assert_int_equal(sg_local_state_load(f.data, "limits", &st), 0);
     int n = sg__ns_signal(&st, 0); /* processes in the sandbox's pid namespace */
     fprintf(stderr, "processes in the sandbox after the fork bomb: %d\n", n);
-    assert_true(n > 5);  /* the bomb did fork */
+    assert_true(n > 5);                         /* the bomb did fork */
     if (!pids_unenforced) assert_true(n < 200); /* and was stopped short of what it tried */
     if (cg_pids) assert_true(n <= 32);
     if (!cg_mem || !cg_pids) {
@@ -446,7 +503,8 @@ static void run_pause(sg_local_cgroups_t cg)
     fprintf(stderr, "enforced: %s\n", f.h.enforced);
     if (cg == SG_LOCAL_CG_OFF) assert_non_null(strstr(f.h.enforced, "freeze=signals"));
     long a = read_counter(&f);
-    for (int i = 0; i < 500 && read_counter(&f) == a; i++) usleep(10000);
+    for (int i = 0; i < 500 && read_counter(&f) == a; i++)
+        usleep(10000);
     assert_true(read_counter(&f) > a); /* it counts */
     assert_int_equal(op(&f, 1), 0);
     long p1 = read_counter(&f);
@@ -456,7 +514,8 @@ static void run_pause(sg_local_cgroups_t cg)
     assert_int_equal(op(&f, 3), 0);
     assert_int_equal(f.alive, 1);
     assert_int_equal(op(&f, 2), 0);
-    for (int i = 0; i < 1000 && read_counter(&f) == p2; i++) usleep(10000);
+    for (int i = 0; i < 1000 && read_counter(&f) == p2; i++)
+        usleep(10000);
     assert_true(read_counter(&f) > p2); /* thawed */
     /* destroy while paused also works */
     assert_int_equal(op(&f, 1), 0);
@@ -511,7 +570,8 @@ static void test_survives_creator(void **state)
         if (sg_local_provider_new(&f.loop, &c, &f.p, err, sizeof(err)) != 0) _exit(3);
         if (create(&f, &s) != 0) _exit(4);
         if (write(pfd[1], "k", 1) != 1) _exit(5);
-        for (;;) pause();
+        for (;;)
+            pause();
     }
     close(pfd[1]);
     char b;
@@ -623,7 +683,8 @@ static void test_refusals(void **state)
     assert_non_null(img);
     assert_int_equal(img->host, 1);
     assert_int_equal(sg_image_registry_add(f.images, "noequals", err, sizeof(err)), SG_EINVAL);
-    assert_int_equal(sg_image_registry_add(f.images, "x=/does/not/exist", err, sizeof(err)), SG_EINVAL);
+    assert_int_equal(sg_image_registry_add(f.images, "x=/does/not/exist", err, sizeof(err)),
+                     SG_EINVAL);
     assert_int_equal(sg_image_registry_add(f.images, "x=/", err, sizeof(err)), SG_EINVAL);
     assert_int_equal(sg_image_registry_add(f.images, "mine=/usr/../usr", err, sizeof(err)), 0);
     assert_string_equal(sg_image_lookup(f.images, "mine")->root, "/usr");
@@ -631,10 +692,90 @@ static void test_refusals(void **state)
     fx_close(&f);
 }
 
+/* ---------------------------------------------------------------- a DIR image */
+
+static char g_img_mount[400];
+
+static void test_dir_image(void **state)
+{
+    /* A root filesystem directory: its own /etc (a marker, no hosts file) and the host's /usr
+     * bind-mounted in so /bin/sh and execd's libraries exist. Removed with unlink/rmdir only,
+     * never recursively, so the /usr bind can never be deleted through. */
+    char img[256], path[400];
+    snprintf(img, sizeof(img), "/tmp/sgl-img-XXXXXX");
+    assert_non_null(mkdtemp(img));
+    snprintf(path, sizeof(path), "%s/usr", img);
+    assert_int_equal(mkdir(path, 0755), 0);
+    if (mount("/usr", path, NULL, MS_BIND, NULL) != 0) {
+        fprintf(stderr, "test_dir_image: cannot bind /usr (%s): needs root; not run\n",
+                strerror(errno));
+        rmdir(path);
+        rmdir(img);
+        return;
+    }
+    /* Read-only, and unmounted at exit even if an assertion fails below: nothing may ever
+     * delete the host's /usr through this mount. */
+    snprintf(g_img_mount, sizeof(g_img_mount), "%s", path);
+    assert_int_equal(mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL), 0);
+    for (size_t i = 0; sg_image_host_top[i]; i++) {
+        char target[256];
+        ssize_t n = readlink(sg_image_host_top[i], target, sizeof(target) - 1);
+        if (n <= 0) continue; /* this test expects a usr-merged host */
+        target[n] = 0;
+        snprintf(path, sizeof(path), "%s%s", img, sg_image_host_top[i]);
+        assert_int_equal(symlink(target, path), 0);
+    }
+    snprintf(path, sizeof(path), "%s/etc", img);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/etc/marker", img);
+    FILE *fp = fopen(path, "w");
+    fputs("from-dir-image\n", fp);
+    fclose(fp);
+
+    fx_t f;
+    fx_open(&f, SG_LOCAL_CG_AUTO);
+    char spec[300], err[256];
+    snprintf(spec, sizeof(spec), "mini:1=%s", img);
+    assert_int_equal(sg_image_registry_add(f.images, spec, err, sizeof(err)), 0);
+    const char *argv[] = {
+        "/bin/sh", "-c",
+        "(cat /etc/marker; [ -e /etc/hosts ] && echo hosts=visible || "
+        "echo hosts=hidden; (touch /etc/x) 2>/dev/null && echo etc=writable || "
+        "echo etc=readonly) > /workspace/o.tmp; mv /workspace/o.tmp /workspace/o; "
+        "exec sleep 600"};
+    sg_sandbox_spec_t s;
+    spec_init(&s, "dirimg", argv, 3);
+    s.image = "mini:1";
+    assert_int_equal(create(&f, &s), 0);
+    char out[256];
+    wait_ws(&f, "o", out, sizeof(out));
+    assert_string_equal(out, "from-dir-image\nhosts=hidden\netc=readonly\n");
+    assert_int_equal(ping(&f), 200);
+    int64_t pid = f.h.pid;
+    assert_int_equal(op(&f, 0), 0);
+    assert_gone(&f, pid, "dirimg");
+    fx_close(&f);
+
+    snprintf(path, sizeof(path), "%s/usr", img);
+    assert_int_equal(umount2(path, MNT_DETACH), 0);
+    g_img_mount[0] = 0;
+    assert_int_equal(rmdir(path), 0);
+    for (size_t i = 0; sg_image_host_top[i]; i++) {
+        snprintf(path, sizeof(path), "%s%s", img, sg_image_host_top[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof(path), "%s/etc/marker", img);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/etc", img);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(rmdir(img), 0);
+}
+
 int main(void)
 {
     if (access("/usr/bin/bwrap", X_OK) != 0 && system("command -v bwrap >/dev/null") != 0) {
-        fprintf(stderr, "bubblewrap is required for the local provider tests (see `sandgate doctor`)\n");
+        fprintf(stderr,
+                "bubblewrap is required for the local provider tests (see `sandgate doctor`)\n");
         return 1; /* not a silent skip */
     }
     const struct CMUnitTest tests[] = {
@@ -646,8 +787,10 @@ int main(void)
         cmocka_unit_test(test_pause_freezer),
         cmocka_unit_test(test_pause_signals),
         cmocka_unit_test(test_survives_creator),
+        cmocka_unit_test(test_dir_image),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     cleanup_leftovers();
+    if (g_img_mount[0]) umount2(g_img_mount, MNT_DETACH);
     return failed;
 }
