@@ -5,7 +5,7 @@
 // leaves nothing behind, a sandbox whose processes die becomes Failed via the health check.
 // No timing assertions: every wait is a bounded poll. Run by ctest with SG_BIN_DIR set.
 'use strict';
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn, execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -102,8 +102,10 @@ async function sseCommand(epBase, command) {
   const port = await freePort();
   BASE = `http://127.0.0.1:${port}`;
   child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data', DATA, '--provider', 'local',
-    '--image', 'ubuntu:22.04=host', '--ready-timeout', '15s', '--health-interval', '300ms'],
-  { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--image', 'ubuntu:22.04=host', '--ready-timeout', '15s', '--health-interval', '300ms',
+    '--max-body-bytes', '2G'],
+  // A small ASan quarantine so the gateway's RSS measures the gateway, not freed-chunk holding.
+  { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ASAN_OPTIONS: 'quarantine_size_mb=16:detect_leaks=1' } });
   child.stderr.on('data', (d) => { log += d; });
   const exited = new Promise((res) => child.on('exit', (code, sig) => res({ code, sig })));
   for (let i = 0; i < 200; i++) {
@@ -183,6 +185,43 @@ async function sseCommand(epBase, command) {
   assert.ok(events.some((e) => e.type === 'stderr' && e.text === 'err'));
   assert.equal(types[types.length - 1], 'execution_complete');
   ok('proxy: /ping and a streamed POST /command through /sandboxes/{id}/proxy/44772');
+
+  // --- any other port goes through execd's /proxy/{port}: a server inside the sandbox
+  r = await fetch(`http://${ep}/command`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ command: `node -e 'require("http").createServer((q,s)=>s.end("inner "+q.method+" "+q.url)).listen(8000,"127.0.0.1")'`, background: true }),
+  });
+  assert.equal(r.status, 200);
+  await r.text();
+  const ep8000 = (await call('GET', `/v1/sandboxes/${a.id}/endpoints/8000`)).json.endpoint;
+  let inner;
+  for (let i = 0; i < 300; i++) {
+    inner = await fetch(`http://${ep8000}/hello?x=1`);
+    if (inner.status === 200) break;
+    await inner.text();
+    await sleep(100);
+  }
+  assert.equal(inner.status, 200);
+  assert.equal(await inner.text(), 'inner GET /hello?x=1');
+  ok('proxy: port 8000 reaches a server inside the sandbox through execd /proxy/8000');
+
+  // --- a 1 GiB upload through the proxy into the sandbox, with the gateway's memory flat
+  const big = path.join(TMP, 'big.bin');
+  fs.closeSync(fs.openSync(big, 'w'));
+  fs.truncateSync(big, 1024 * 1024 * 1024);
+  const hwm = () => parseInt(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))[1], 10);
+  const hwm0 = hwm();
+  const up = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-F',
+    'metadata={"path":"/workspace/big.bin"};filename=metadata;type=application/json',
+    '-F', `file=@${big};type=application/octet-stream`, `http://${ep}/files/upload`],
+  { encoding: 'utf8', timeout: 300000 });
+  assert.equal(up.stdout, '200', `upload: ${up.stdout} ${up.stderr}`);
+  const grownMiB = (hwm() - hwm0) / 1024;
+  assert.ok(grownMiB < 128, `gateway peak RSS grew ${grownMiB} MiB during a 1 GiB upload`);
+  fs.rmSync(big);
+  const sz = await sseCommand(ep, 'stat -c %s /workspace/big.bin; rm /workspace/big.bin');
+  assert.ok(sz.some((e) => e.type === 'stdout' && e.text === '1073741824'), JSON.stringify(sz));
+  ok(`1 GiB multipart upload through the proxy (gateway peak RSS +${grownMiB.toFixed(1)} MiB)`);
 
   // --- pause / resume
   r = await call('POST', `/v1/sandboxes/${a.id}/pause`);
