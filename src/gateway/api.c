@@ -50,6 +50,7 @@ void sg_api_config_init(sg_api_config_t *cfg)
     cfg->health_interval_ms = 10000;
     cfg->max_sandboxes = 100;
     cfg->proxy_timeout_ms = 180000;
+    cfg->failed_ttl_ms = 3600000;
     cfg->listen = "127.0.0.1:8080";
 }
 
@@ -131,7 +132,10 @@ static void expiry_rearm(sg_api_t *a)
     int64_t next = 0;
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
         for (sg_sandbox_t *s = t->head; s; s = s->next)
-            if (s->expires_us && !s->busy && (!next || s->expires_us < next)) next = s->expires_us;
+            for (int k = 0; k < 2; k++) {
+                int64_t at = k ? s->reap_us : s->expires_us;
+                if (at && !s->busy && (!next || at < next)) next = at;
+            }
     if (!next) {
         uv_timer_stop(&a->expiry_timer);
         return;
@@ -193,6 +197,9 @@ static void sandbox_fail(sg_api_t *a, sg_sandbox_t *s, const char *reason, const
 {
     stop_watch(s);
     sg_sbx_set_state(s, SG_SBX_FAILED, reason, "%s", msg);
+    /* Kept so clients can see why, but not forever (the reference keeps them an hour). */
+    if (a->cfg.failed_ttl_ms) s->reap_us = sg_sbx_now_us() + (int64_t)a->cfg.failed_ttl_ms * 1000;
+    expiry_rearm(a);
     sg_log_kv(SG_LOG_WARN, "sandbox failed", "id", s->id, "reason", reason, "message", msg, NULL);
     if (!s->has_handle || s->busy) return;
     s->busy = 1;
@@ -315,8 +322,11 @@ static void on_expiry(uv_timer_t *t)
         sg_sandbox_t *s = tn->head;
         while (s) {
             sg_sandbox_t *next = s->next;
-            if (s->expires_us && s->expires_us <= now && !s->busy) {
-                sg_log_kv(SG_LOG_INFO, "sandbox expired", "id", s->id, NULL);
+            int expired = s->expires_us && s->expires_us <= now;
+            int reaped = s->reap_us && s->reap_us <= now;
+            if ((expired || reaped) && !s->busy) {
+                sg_log_kv(SG_LOG_INFO, expired ? "sandbox expired" : "failed sandbox reaped", "id",
+                          s->id, NULL);
                 sandbox_delete(a, s, NULL); /* unlinks s; next is still linked */
             }
             s = next;
@@ -712,6 +722,22 @@ static void get_endpoint(sg_api_t *a, sg_http_req_t *req, sg_sandbox_t *s, const
     respond_json(req, 200, json_pack("{s:s}", "endpoint", ep));
 }
 
+static void unref_sandbox(void *ud)
+{
+    sg_sbx_unref(ud);
+}
+
+static void on_proxied_ping(void *ud, int status)
+{
+    sg_sandbox_t *s = ud;
+    sg_api_t *a = s->api;
+    if (status < 200 || status >= 300 || !s->linked || s->state != SG_SBX_PENDING || a->closing) return;
+    stop_watch(s);
+    sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+    s->missed_pings = 0;
+    arm_health(a, s);
+}
+
 static void proxy_request(sg_api_t *a, sg_http_req_t *req, const char *id, size_t id_len,
                           const char *rest)
 {
@@ -752,6 +778,13 @@ static void proxy_request(sg_api_t *a, sg_http_req_t *req, const char *id, size_
         .target = target,
         .tls = a->cfg.tls,
     };
+    if (port == EXECD_PORT && strcmp(path, "/ping") == 0 && s->state == SG_SBX_PENDING) {
+        /* A client's own readiness poll (the SDK's) went through: when execd says yes, the
+         * sandbox is Running before the client hears it, so its next GET agrees. */
+        t.on_status = on_proxied_ping;
+        t.release = unref_sandbox;
+        t.ud = sg_sbx_ref(s);
+    }
     sg_proxy_forward(a->proxy_client, req, &t);
     free(target);
 }

@@ -11,7 +11,8 @@
  *                     health     Running sandboxes are pinged every --health-interval
  *                                (jittered); a miss shows in status.reason, a sandbox whose
  *                                processes are gone (provider check) becomes Failed.
- *                     expiry     one uv_timer_t at the earliest expiresAt; expired -> delete.
+ *                     expiry     one uv_timer_t at the earliest expiresAt (or the reap time of
+ *                                a Failed record, --failed-ttl); due -> delete.
  *                   Timers with many entries of one duration use sg_tlist (timer.h), one list
  *                   per (duration, jitter slot).
  *   pure parsers    create-request validation (422 pydantic-style `{"detail":[...]}` for
@@ -42,6 +43,7 @@ typedef struct sg_api_config {
     uint64_t max_timeout_s;      /* bound on `timeout`, 0 = none */
     int64_t max_sandboxes;       /* per tenant, default 100 */
     uint64_t proxy_timeout_ms;   /* upstream response / body idle, default 180 s */
+    uint64_t failed_ttl_ms;      /* Failed records are removed after this, default 1 h; 0 = kept */
     const char *host_prefixes[SG_API_MAX_HOST_PREFIXES]; /* --allow-host-volumes */
     size_t n_host_prefixes;
     int tls;                     /* the listener speaks TLS (X-Forwarded-Proto) */

@@ -19,6 +19,9 @@ typedef struct proxy {
     int started;          /* response head sent to the client */
     int creq_paused;      /* upstream reading paused for the client's output */
     int body_stream;      /* the request body is being streamed upstream */
+    void (*on_status)(void *ud, int status);
+    void (*release)(void *ud);
+    void *ud;
 } proxy_t;
 
 static const char *const hop_by_hop[] = {
@@ -104,6 +107,7 @@ static void on_up_response(sg_http_creq_t *r, void *data, int status, const sg_h
     sg_hdrs_t out;
     sg_hdrs_init(&out);
     sg_proxy_response_headers(hdrs, &out);
+    if (p->on_status) p->on_status(p->ud, status);
     p->started = 1;
     sg_http_resp_start(p->req, status, &out);
     sg_hdrs_free(&out);
@@ -139,6 +143,7 @@ static void on_up_done(sg_http_creq_t *r, void *data, int err, const char *msg)
                   "error", msg ? msg : sg_strerror(err), NULL);
         sg_http_req_release(req); /* cuts the connection */
     }
+    if (p->release) p->release(p->ud);
     free(p);
 }
 
@@ -188,6 +193,9 @@ void sg_proxy_forward(sg_http_client_t *c, sg_http_req_t *req, const sg_proxy_ta
 {
     proxy_t *p = sg_xcalloc(1, sizeof(*p));
     p->req = req;
+    p->on_status = t->on_status;
+    p->release = t->release;
+    p->ud = t->ud;
     sg_hdrs_t h;
     sg_hdrs_init(&h);
     sg_proxy_request_headers(sg_http_req_headers(req), &h, sg_http_req_peer(req), t->tls,
@@ -209,6 +217,7 @@ void sg_proxy_forward(sg_http_client_t *c, sg_http_req_t *req, const sg_proxy_ta
     int r = sg_http_request(c, &o, &p->creq);
     sg_hdrs_free(&h);
     if (r < 0) {
+        if (p->release) p->release(p->ud);
         free(p);
         if (r == SG_ETOOBIG)
             sg_http_respond_error(req, 503, "SANDBOX::PROXY_BUSY",

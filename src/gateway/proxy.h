@@ -25,6 +25,11 @@ typedef struct sg_proxy_target {
     const char *access_token; /* X-EXECD-ACCESS-TOKEN, NULL / "" = none */
     const char *target;       /* path + query on execd */
     int tls;                  /* the client reached us over TLS (X-Forwarded-Proto) */
+    /* Optional: on_status(ud, status) runs when the upstream's response head arrives, before
+     * it is relayed; release(ud) runs once when the exchange is over (also on failure). */
+    void (*on_status)(void *ud, int status);
+    void (*release)(void *ud);
+    void *ud;
 } sg_proxy_target_t;
 
 /* Takes over req (the handler's reference): it is finished when the exchange ends. */

@@ -59,6 +59,7 @@ typedef struct sg_sandbox {
     int64_t transition_us; /* wall clock, microseconds since the epoch */
     int64_t created_us;
     int64_t expires_us; /* 0: no expiry (manual cleanup) */
+    int64_t reap_us;    /* Failed records: removed at this time (not shown), 0 = never */
 
     sg_provider_t *prov;
     sg_sandbox_handle_t handle;

@@ -50,6 +50,7 @@ typedef struct serve_config {
     uint64_t health_interval_ms;
     int64_t max_sandboxes;
     uint64_t max_sandbox_timeout_ms;
+    uint64_t failed_ttl_ms;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -98,6 +99,8 @@ static const sg_opt_t serve_opts[] = {
         NULL, "sandboxes per tenant (429 past it)"),
     OPT("max-sandbox-timeout", "SANDGATE_MAX_SANDBOX_TIMEOUT", SG_OPT_DURATION,
         max_sandbox_timeout_ms, "0", 0, 0, NULL, "largest `timeout` a create may ask, 0 = any"),
+    OPT("failed-ttl", "SANDGATE_FAILED_TTL", SG_OPT_DURATION, failed_ttl_ms, "1h", 0, 0, NULL,
+        "Failed sandboxes' records are removed after this, 0 = kept until deleted"),
 };
 #undef OPT
 
@@ -364,6 +367,7 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.health_interval_ms = g.cfg.health_interval_ms;
     g.api_cfg.max_sandboxes = g.cfg.max_sandboxes;
     g.api_cfg.max_timeout_s = g.cfg.max_sandbox_timeout_ms / 1000;
+    g.api_cfg.failed_ttl_ms = g.cfg.failed_ttl_ms;
     g.api_cfg.tls = g.tls != NULL;
     g.api_cfg.listen = g.cfg.listen;
     sg_provider_t *prov = NULL;

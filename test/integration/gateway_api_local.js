@@ -311,6 +311,27 @@ async function sseCommand(epBase, command) {
   assert.equal(ex.code, 0, `exit ${ex.code} ${ex.sig}\n${log}`);
   assert.ok(!/handles open/.test(log), log);
   ok('clean exit on SIGTERM');
+
+  // --- a second gateway with a short --failed-ttl: Failed records are reaped
+  const port2 = await freePort();
+  BASE = `http://127.0.0.1:${port2}`;
+  log = '';
+  child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port2}`, '--data', DATA, '--provider', 'local',
+    '--image', 'ubuntu:22.04=host', '--ready-timeout', '1s', '--failed-ttl', '1s'],
+  { stdio: ['ignore', 'ignore', 'pipe'] });
+  child.stderr.on('data', (d) => { log += d; });
+  const exited2 = new Promise((res) => child.on('exit', (code, sig) => res({ code, sig })));
+  for (let i = 0; i < 200; i++) {
+    try { if ((await fetch(BASE + '/health')).status === 200) break; } catch (_) { /* not yet */ }
+    await sleep(50);
+  }
+  const bad2 = await create({ env: { EXECD_LOG_LEVEL: 'nope' }, timeout: null });
+  await waitFor(bad2.id, (s) => s && s.status.state === 'Failed', 'bad2 Failed');
+  await waitFor(bad2.id, (s) => s === null, 'bad2 reaped');
+  await waitGone(path.join(DATA, 'sandboxes', bad2.id), 'reaped sandbox');
+  child.kill('SIGTERM');
+  assert.equal((await exited2).code, 0, log);
+  ok('--failed-ttl: a Failed record is removed after the TTL');
   cleanup();
 })().catch((e) => {
   console.error('FAIL -', e && e.stack ? e.stack : e);
