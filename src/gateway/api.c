@@ -17,7 +17,7 @@
 #include "sandgate/log.h"
 
 #define EXECD_PORT 44772
-#define NJITTER 5
+#define NJITTER    5
 /* WaitReady backoff (ms); the last step repeats until the deadline. */
 static const uint64_t ready_steps[] = {50, 100, 200, 400, 800, 1000};
 #define NSTEPS SG_ARRAY_SIZE(ready_steps)
@@ -115,7 +115,8 @@ static void arm_ready(sg_api_t *a, sg_sandbox_t *s)
 
 static void arm_health(sg_api_t *a, sg_sandbox_t *s)
 {
-    if (a->cfg.health_interval_ms) sg_tentry_arm(&a->health_lists[rnd(a, NJITTER)], &s->ready_timer);
+    if (a->cfg.health_interval_ms)
+        sg_tentry_arm(&a->health_lists[rnd(a, NJITTER)], &s->ready_timer);
 }
 
 static void stop_watch(sg_sandbox_t *s)
@@ -188,7 +189,8 @@ static void on_fail_destroyed(void *ud, int err, const sg_prov_err_t *e)
     if (err < 0)
         sg_log_kv(SG_LOG_WARN, "destroy of a failed sandbox failed", "id", o->s->id, "error",
                   e && e->message[0] ? e->message : sg_strerror(err), NULL);
-    else o->s->has_handle = 0;
+    else
+        o->s->has_handle = 0;
     if (o->s->linked) expiry_rearm(o->a);
     op_free(o);
 }
@@ -215,9 +217,11 @@ static void on_check(void *ud, int alive, const sg_prov_err_t *e)
     op_t *o = ud;
     sg_sandbox_t *s = o->s;
     if (s->linked && !o->a->closing && s->state == SG_SBX_RUNNING) {
-        if (alive) arm_health(o->a, s);
-        else sandbox_fail(o->a, s, "SANDBOX_EXITED",
-                          e && e->message[0] ? e->message : "the sandbox's processes are gone");
+        if (alive)
+            arm_health(o->a, s);
+        else
+            sandbox_fail(o->a, s, "SANDBOX_EXITED",
+                         e && e->message[0] ? e->message : "the sandbox's processes are gone");
     }
     op_free(o);
 }
@@ -248,7 +252,8 @@ static void ping_done(sg_http_creq_t *r, void *data, int err, const char *msg)
         }
     } else if (s->state == SG_SBX_RUNNING) {
         if (ok) {
-            if (s->missed_pings) sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+            if (s->missed_pings)
+                sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
             s->missed_pings = 0;
             arm_health(a, s);
         } else {
@@ -257,7 +262,8 @@ static void ping_done(sg_http_creq_t *r, void *data, int err, const char *msg)
                              s->missed_pings, s->missed_pings == 1 ? "" : "s", why);
             /* Is the sandbox still there at all? */
             op_t *o = op_new(a, s, NULL);
-            int rc = s->prov->ops->check ? s->prov->ops->check(s->prov, &s->handle, on_check, o) : -1;
+            int rc =
+                s->prov->ops->check ? s->prov->ops->check(s->prov, &s->handle, on_check, o) : -1;
             if (rc < 0) {
                 arm_health(a, s);
                 op_free(o);
@@ -298,8 +304,10 @@ static void on_ping_timer(sg_tentry_t *e)
         /* Cannot even start (bad origin): treat like a failed ping on the next tick. */
         if (s->state == SG_SBX_PENDING && (int64_t)uv_now(a->loop) >= s->ready_deadline_ms)
             sandbox_fail(a, s, "READY_TIMEOUT", "execd address is not usable");
-        else if (s->state == SG_SBX_PENDING) arm_ready(a, s);
-        else arm_health(a, s);
+        else if (s->state == SG_SBX_PENDING)
+            arm_ready(a, s);
+        else
+            arm_health(a, s);
         return;
     }
     sg_sbx_ref(s);
@@ -350,7 +358,8 @@ static void on_created(void *ud, int err, const sg_prov_err_t *e, const sg_sandb
     sg_sandbox_t *s = o->s;
     a->creating--;
     if (err < 0) {
-        respond_prov_err(o->req, e, err, 500, "SANDBOX::CREATE_FAILED", "cannot create the sandbox");
+        respond_prov_err(o->req, e, err, 500, "SANDBOX::CREATE_FAILED",
+                         "cannot create the sandbox");
         op_free(o);
         return;
     }
@@ -359,7 +368,8 @@ static void on_created(void *ud, int err, const sg_prov_err_t *e, const sg_sandb
     s->prov = a->prov;
     if (a->closing) {
         /* Shutting down: sandboxes outlive the gateway, but this one was never answered. */
-        sg_http_respond_error(o->req, 503, "SANDBOX::SHUTTING_DOWN", "the gateway is shutting down");
+        sg_http_respond_error(o->req, 503, "SANDBOX::SHUTTING_DOWN",
+                              "the gateway is shutting down");
         op_free(o);
         return;
     }
@@ -427,12 +437,14 @@ static void on_create_body(sg_http_req_t *req, int err, const char *body, size_t
 
         size_t n_ep = json_array_size(c.entrypoint), n_env = json_object_size(c.env);
         const char **argv = sg_xcalloc(n_ep + 1, sizeof(char *));
-        for (size_t i = 0; i < n_ep; i++) argv[i] = json_string_value(json_array_get(c.entrypoint, i));
+        for (size_t i = 0; i < n_ep; i++)
+            argv[i] = json_string_value(json_array_get(c.entrypoint, i));
         sg_kv_t *env = sg_xcalloc(n_env + 1, sizeof(sg_kv_t));
         const char *k;
         json_t *v;
         size_t i = 0;
-        json_object_foreach(c.env, k, v) {
+        json_object_foreach(c.env, k, v)
+        {
             env[i].key = k;
             env[i++].value = json_string_value(v);
         }
@@ -475,12 +487,19 @@ static void on_deleted(void *ud, int err, const sg_prov_err_t *e)
     sg_sandbox_t *s = o->s;
     s->busy = 0;
     if (err < 0) {
-        /* Keep the record so the client can see it and retry. */
+        /* Keep the record so the client can see it and retry; an expiry-driven delete is
+         * retried by the expiry timer in 30 s (never at once: that would spin). */
         sg_sbx_set_state(s, SG_SBX_FAILED, "DELETE_FAILED", "%s",
                          e && e->message[0] ? e->message : sg_strerror(err));
+        s->expires_us = 0;
+        if (!o->req)
+            s->reap_us = sg_sbx_now_us() + 30000000;
+        else if (o->a->cfg.failed_ttl_ms)
+            s->reap_us = sg_sbx_now_us() + (int64_t)o->a->cfg.failed_ttl_ms * 1000;
         if (!o->a->closing) sg_sbx_link(sg_sbx_tenant(&o->a->store, o->a->cfg.tenant, 1), s);
-        if (o->req) respond_prov_err(o->req, e, err, 500, "SANDBOX::SANDBOX_DELETE_FAILED",
-                                     "cannot delete the sandbox");
+        if (o->req)
+            respond_prov_err(o->req, e, err, 500, "SANDBOX::SANDBOX_DELETE_FAILED",
+                             "cannot delete the sandbox");
     } else {
         s->has_handle = 0;
         sg_log_kv(SG_LOG_INFO, "sandbox deleted", "id", s->id, NULL);
@@ -519,7 +538,8 @@ static void on_paused_resumed(void *ud, int err, const sg_prov_err_t *e)
     if (err < 0) {
         sg_sbx_set_state(s, o->prev, s->reason, "%s", s->message);
         respond_prov_err(o->req, e, err, 500,
-                         pausing ? "SANDBOX::SANDBOX_PAUSE_FAILED" : "SANDBOX::SANDBOX_RESUME_FAILED",
+                         pausing ? "SANDBOX::SANDBOX_PAUSE_FAILED"
+                                 : "SANDBOX::SANDBOX_RESUME_FAILED",
                          pausing ? "cannot pause the sandbox" : "cannot resume the sandbox");
         if (!pausing || o->prev == SG_SBX_RUNNING) arm_health(a, s);
     } else if (pausing) {
@@ -541,7 +561,8 @@ static void pause_resume(sg_api_t *a, sg_http_req_t *req, sg_sandbox_t *s, int p
         char m[160];
         snprintf(m, sizeof(m), "Sandbox %s is %s%s.", s->id, sg_sbx_state_name(s->state),
                  pause ? ", not Running" : ", not Paused");
-        sg_http_respond_error(req, 409, pause ? "SANDBOX::SANDBOX_NOT_RUNNING" : "SANDBOX::SANDBOX_NOT_PAUSED", m);
+        sg_http_respond_error(
+            req, 409, pause ? "SANDBOX::SANDBOX_NOT_RUNNING" : "SANDBOX::SANDBOX_NOT_PAUSED", m);
         return;
     }
     int (*fn)(sg_provider_t *, const sg_sandbox_handle_t *, sg_prov_done_cb, void *) =
@@ -554,7 +575,8 @@ static void pause_resume(sg_api_t *a, sg_http_req_t *req, sg_sandbox_t *s, int p
     stop_watch(s);
     op_t *o = op_new(a, s, req);
     s->busy = 1;
-    sg_sbx_set_state(s, pause ? SG_SBX_PAUSING : SG_SBX_RESUMING, pause ? "SANDBOX_PAUSING" : "SANDBOX_RESUMING", NULL);
+    sg_sbx_set_state(s, pause ? SG_SBX_PAUSING : SG_SBX_RESUMING,
+                     pause ? "SANDBOX_PAUSING" : "SANDBOX_RESUMING", NULL);
     int r = fn(s->prov, &s->handle, on_paused_resumed, o);
     if (r < 0) on_paused_resumed(o, r, NULL);
 }
@@ -586,7 +608,8 @@ static void on_patch_body(sg_http_req_t *req, int err, const char *body, size_t 
     sg_sandbox_t *s = sg_sbx_find(tenant_of(a, req), id);
     char code[64], msg[512];
     int st;
-    if (!s) not_found(req, id);
+    if (!s)
+        not_found(req, id);
     else if ((st = sg_sbx_metadata_patch(s->metadata, j, code, msg, sizeof(msg))) == 422) {
         sg_api_err_422(&e, "dict_type", json_pack("[s]", "body"), msg, json_incref(j));
         respond_err(req, &e);
@@ -626,9 +649,12 @@ static void on_renew_body(sg_http_req_t *req, int err, const char *body, size_t 
                        json_incref(j));
     } else {
         json_t *v = json_object_get(j, "expiresAt");
-        if (!v) sg_api_err_422(&e, "missing", json_pack("[s,s]", "body", "expiresAt"), "Field required", json_incref(j));
+        if (!v)
+            sg_api_err_422(&e, "missing", json_pack("[s,s]", "body", "expiresAt"), "Field required",
+                           json_incref(j));
         else if (!json_is_string(v) || sg_sbx_parse_time(json_string_value(v), &us) < 0)
-            sg_api_err_422(&e, "datetime_from_date_parsing", json_pack("[s,s]", "body", "expiresAt"),
+            sg_api_err_422(&e, "datetime_from_date_parsing",
+                           json_pack("[s,s]", "body", "expiresAt"),
                            "Input should be a valid datetime", json_incref(v));
     }
     if (sg_api_err_status(&e)) {
@@ -692,12 +718,16 @@ static void get_endpoint(sg_api_t *a, sg_http_req_t *req, sg_sandbox_t *s, const
     }
     int proxy = 0, has_expires = 0;
     if (sg_http_req_query_param(req, "use_server_proxy", v, sizeof(v)) >= 0) {
-        if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) proxy = 1;
-        else if (strcasecmp(v, "false") && strcmp(v, "0") && strcasecmp(v, "no") && strcasecmp(v, "off")) {
+        if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") ||
+            !strcasecmp(v, "on"))
+            proxy = 1;
+        else if (strcasecmp(v, "false") && strcmp(v, "0") && strcasecmp(v, "no") &&
+                 strcasecmp(v, "off")) {
             sg_api_err_t e;
             sg_api_err_init(&e);
             sg_api_err_422(&e, "bool_parsing", json_pack("[s,s]", "query", "use_server_proxy"),
-                           "Input should be a valid boolean, unable to interpret input", json_string(v));
+                           "Input should be a valid boolean, unable to interpret input",
+                           json_string(v));
             respond_err(req, &e);
             sg_api_err_free(&e);
             return;
@@ -731,7 +761,8 @@ static void on_proxied_ping(void *ud, int status)
 {
     sg_sandbox_t *s = ud;
     sg_api_t *a = s->api;
-    if (status < 200 || status >= 300 || !s->linked || s->state != SG_SBX_PENDING || a->closing) return;
+    if (status < 200 || status >= 300 || !s->linked || s->state != SG_SBX_PENDING || a->closing)
+        return;
     stop_watch(s);
     sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
     s->missed_pings = 0;
@@ -760,8 +791,9 @@ static void proxy_request(sg_api_t *a, sg_http_req_t *req, const char *id, size_
     if (!s || !s->has_handle || (s->state != SG_SBX_RUNNING && s->state != SG_SBX_PENDING)) {
         char m[256];
         snprintf(m, sizeof(m), "Could not connect to the backend sandbox %s: %s", idbuf,
-                 !s ? "no such sandbox" : !s->has_handle ? "it has no running processes"
-                                                         : sg_sbx_state_name(s->state));
+                 !s               ? "no such sandbox"
+                 : !s->has_handle ? "it has no running processes"
+                                  : sg_sbx_state_name(s->state));
         sg_http_respond_error(req, 502, "GENERAL::UNKNOWN_ERROR", m);
         return;
     }
@@ -770,8 +802,10 @@ static void proxy_request(sg_api_t *a, sg_http_req_t *req, const char *id, size_
     char *target;
     size_t tl = strlen(path) + strlen(q) + 32;
     target = sg_xmalloc(tl);
-    if (port == EXECD_PORT) snprintf(target, tl, "%s%s%s", path, *q ? "?" : "", q);
-    else snprintf(target, tl, "/proxy/%u%s%s%s", port, path, *q ? "?" : "", q);
+    if (port == EXECD_PORT)
+        snprintf(target, tl, "%s%s%s", path, *q ? "?" : "", q);
+    else
+        snprintf(target, tl, "/proxy/%u%s%s%s", port, path, *q ? "?" : "", q);
     sg_proxy_target_t t = {
         .origin = s->handle.execd,
         .access_token = s->handle.access_token,
@@ -806,8 +840,10 @@ static void list_sandboxes(sg_api_t *a, sg_http_req_t *req)
     sg_sbx_filter_t f;
     sg_api_err_t e;
     sg_api_err_init(&e);
-    if (sg_api_parse_list_query(sg_http_req_query(req), &f, &e)) respond_err(req, &e);
-    else respond_json(req, 200, sg_sbx_list_json(tenant_of(a, req), &f));
+    if (sg_api_parse_list_query(sg_http_req_query(req), &f, &e))
+        respond_err(req, &e);
+    else
+        respond_json(req, 200, sg_sbx_list_json(tenant_of(a, req), &f));
     json_decref(f.metadata);
     sg_api_err_free(&e);
 }
@@ -825,7 +861,8 @@ static int authorized(sg_api_t *a, sg_http_req_t *req)
     /* Constant time over the configured key's length. */
     size_t n = strlen(a->cfg.api_key), m = strlen(k);
     unsigned char d = (unsigned char)(n != m);
-    for (size_t i = 0; i < n; i++) d |= (unsigned char)(a->cfg.api_key[i] ^ (i < m ? k[i] : 0));
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(a->cfg.api_key[i] ^ (i < m ? k[i] : 0));
     if (d) {
         sg_http_respond_error(req, 401, "INVALID_API_KEY",
                               "Authentication credentials are invalid. Check your API key and try "
@@ -842,17 +879,22 @@ int sg_api_route(sg_api_t *a, sg_http_req_t *req)
 
     if (strcmp(path, "/metrics/events") == 0) {
         if (!authorized(a, req)) return 1;
-        if (!method_is(req, "POST")) bad_method(req);
-        else sg_http_respond(req, 204, NULL, NULL, 0); /* telemetry: accepted and dropped */
+        if (!method_is(req, "POST"))
+            bad_method(req);
+        else
+            sg_http_respond(req, 204, NULL, NULL, 0); /* telemetry: accepted and dropped */
         return 1;
     }
     if (strncmp(path, "/sandboxes", 10) != 0 || (path[10] != '\0' && path[10] != '/')) return 0;
     const char *p = path + 10;
     if (*p == '\0' || strcmp(p, "/") == 0) {
         if (!authorized(a, req)) return 1;
-        if (method_is(req, "POST")) sg_http_req_read_all(req, 1 << 20, on_create_body, a);
-        else if (method_is(req, "GET")) list_sandboxes(a, req);
-        else bad_method(req);
+        if (method_is(req, "POST"))
+            sg_http_req_read_all(req, 1 << 20, on_create_body, a);
+        else if (method_is(req, "GET"))
+            list_sandboxes(a, req);
+        else
+            bad_method(req);
         return 1;
     }
     p++; /* at the id */
@@ -863,8 +905,10 @@ int sg_api_route(sg_api_t *a, sg_http_req_t *req)
 
     /* The proxy needs no API key (reference: auth-exempt). */
     if (strncmp(sub, "proxy/", 6) == 0 || strcmp(sub, "proxy") == 0) {
-        if (strcmp(sub, "proxy") == 0) sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
-        else proxy_request(a, req, id, id_len, sub + 6);
+        if (strcmp(sub, "proxy") == 0)
+            sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
+        else
+            proxy_request(a, req, id, id_len, sub + 6);
         return 1;
     }
     if (!authorized(a, req)) return 1;
@@ -878,18 +922,24 @@ int sg_api_route(sg_api_t *a, sg_http_req_t *req)
     sg_sandbox_t *s = sg_sbx_find(tenant_of(a, req), idbuf);
 
     if (*sub == '\0') {
-        if (!method_is(req, "GET") && !method_is(req, "DELETE")) bad_method(req);
-        else if (!s) not_found(req, idbuf);
-        else if (method_is(req, "GET")) respond_json(req, 200, sg_sbx_json(s));
+        if (!method_is(req, "GET") && !method_is(req, "DELETE"))
+            bad_method(req);
+        else if (!s)
+            not_found(req, idbuf);
+        else if (method_is(req, "GET"))
+            respond_json(req, 200, sg_sbx_json(s));
         else if (s->busy)
             sg_http_respond_error(req, 409, "SANDBOX::INVALID_STATE",
                                   "Sandbox has an operation in progress; retry.");
-        else sandbox_delete(a, s, req);
+        else
+            sandbox_delete(a, s, req);
         return 1;
     }
     if (strcmp(sub, "metadata") == 0) {
-        if (!method_is(req, "PATCH")) bad_method(req);
-        else if (!s) not_found(req, idbuf);
+        if (!method_is(req, "PATCH"))
+            bad_method(req);
+        else if (!s)
+            not_found(req, idbuf);
         else {
             sg_http_req_set_data(req, a);
             sg_http_req_read_all(req, 1 << 20, on_patch_body, sg_xstrdup(idbuf));
@@ -897,8 +947,10 @@ int sg_api_route(sg_api_t *a, sg_http_req_t *req)
         return 1;
     }
     if (strcmp(sub, "renew-expiration") == 0) {
-        if (!method_is(req, "POST")) bad_method(req);
-        else if (!s) not_found(req, idbuf);
+        if (!method_is(req, "POST"))
+            bad_method(req);
+        else if (!s)
+            not_found(req, idbuf);
         else {
             sg_http_req_set_data(req, a);
             sg_http_req_read_all(req, 1 << 20, on_renew_body, sg_xstrdup(idbuf));
@@ -906,15 +958,21 @@ int sg_api_route(sg_api_t *a, sg_http_req_t *req)
         return 1;
     }
     if (strcmp(sub, "pause") == 0 || strcmp(sub, "resume") == 0) {
-        if (!method_is(req, "POST")) bad_method(req);
-        else if (!s) not_found(req, idbuf);
-        else pause_resume(a, req, s, sub[0] == 'p');
+        if (!method_is(req, "POST"))
+            bad_method(req);
+        else if (!s)
+            not_found(req, idbuf);
+        else
+            pause_resume(a, req, s, sub[0] == 'p');
         return 1;
     }
     if (strncmp(sub, "endpoints/", 10) == 0 && !strchr(sub + 10, '/')) {
-        if (!method_is(req, "GET")) bad_method(req);
-        else if (!s) not_found(req, idbuf);
-        else get_endpoint(a, req, s, sub + 10);
+        if (!method_is(req, "GET"))
+            bad_method(req);
+        else if (!s)
+            not_found(req, idbuf);
+        else
+            get_endpoint(a, req, s, sub + 10);
         return 1;
     }
     sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
@@ -930,7 +988,8 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
     a->cfg = *cfg;
     a->prov = prov;
     sg_sbx_store_init(&a->store);
-    if (getrandom(&a->rng, sizeof(a->rng), 0) != sizeof(a->rng) || !a->rng) a->rng = 0x9e3779b97f4a7c15ull ^ sg_now_ns();
+    if (getrandom(&a->rng, sizeof(a->rng), 0) != sizeof(a->rng) || !a->rng)
+        a->rng = 0x9e3779b97f4a7c15ull ^ sg_now_ns();
 
     sg_http_client_config_t pc;
     memset(&pc, 0, sizeof(pc));
@@ -1002,7 +1061,8 @@ static void maybe_closed(sg_api_t *a)
     /* Every provider operation has reported: now close what the api owns. */
     a->closes_pending = 1; /* held until everything below was started */
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
-        for (sg_sandbox_t *s = t->head; s; s = s->next) stop_watch(s);
+        for (sg_sandbox_t *s = t->head; s; s = s->next)
+            stop_watch(s);
     for (size_t i = 0; i < NSTEPS; i++)
         for (int j = 0; j < NJITTER; j++) {
             a->closes_pending++;
@@ -1032,6 +1092,7 @@ void sg_api_close(sg_api_t *a, void (*cb)(void *ud), void *ud)
     a->close_ud = ud;
     uv_timer_stop(&a->expiry_timer);
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
-        for (sg_sandbox_t *s = t->head; s; s = s->next) stop_watch(s);
+        for (sg_sandbox_t *s = t->head; s; s = s->next)
+            stop_watch(s);
     maybe_closed(a);
 }

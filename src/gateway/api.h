@@ -46,8 +46,8 @@ typedef struct sg_api_config {
     uint64_t failed_ttl_ms;      /* Failed records are removed after this, default 1 h; 0 = kept */
     const char *host_prefixes[SG_API_MAX_HOST_PREFIXES]; /* --allow-host-volumes */
     size_t n_host_prefixes;
-    int tls;                     /* the listener speaks TLS (X-Forwarded-Proto) */
-    const char *listen;          /* endpoint host when a request has no Host header */
+    int tls;            /* the listener speaks TLS (X-Forwarded-Proto) */
+    const char *listen; /* endpoint host when a request has no Host header */
 } sg_api_config_t;
 
 typedef struct sg_api sg_api_t;
@@ -61,10 +61,10 @@ void sg_api_close(sg_api_t *a, void (*cb)(void *ud), void *ud);
 
 /* --- errors as the reference server writes them */
 typedef struct sg_api_err {
-    int status;       /* 0 = none */
+    int status; /* 0 = none */
     char code[64];
     char message[512];
-    json_t *detail;   /* 422: [{"type","loc","msg","input"[,"ctx"]}], owned */
+    json_t *detail; /* 422: [{"type","loc","msg","input"[,"ctx"]}], owned */
 } sg_api_err_t;
 
 void sg_api_err_init(sg_api_err_t *e);
@@ -81,15 +81,15 @@ json_t *sg_api_err_json(const sg_api_err_t *e);
 
 /* --- create request */
 typedef struct sg_api_create {
-    const char *image;     /* image.uri (borrowed from the body) */
-    json_t *entrypoint;    /* borrowed array of strings */
-    json_t *env;           /* owned object string -> string (null values dropped) */
-    json_t *metadata;      /* borrowed object or NULL */
-    json_t *platform;      /* borrowed object or NULL */
-    int64_t timeout_s;     /* 0 = no expiry */
+    const char *image;  /* image.uri (borrowed from the body) */
+    json_t *entrypoint; /* borrowed array of strings */
+    json_t *env;        /* owned object string -> string (null values dropped) */
+    json_t *metadata;   /* borrowed object or NULL */
+    json_t *platform;   /* borrowed object or NULL */
+    int64_t timeout_s;  /* 0 = no expiry */
     uint64_t cpu_millis, memory_bytes, pids;
     int network_allow;
-    sg_volume_t *volumes;  /* owned array; strings borrowed from the body */
+    sg_volume_t *volumes; /* owned array; strings borrowed from the body */
     size_t n_volumes;
 } sg_api_create_t;
 

@@ -183,7 +183,8 @@ static json_t *string_map(const json_t *body, const char *key, int nulls, sg_api
     const char *k;
     json_t *m;
     int ok = 1;
-    json_object_foreach(v, k, m) {
+    json_object_foreach(v, k, m)
+    {
         if (json_is_string(m) || (nulls && json_is_null(m))) continue;
         bad_type(e, "string_type", loc2(key, k), m);
         ok = 0;
@@ -196,9 +197,11 @@ static int path_clean(const char *p)
     /* No "." / ".." components and no empty ones: the prefix check works on what it sees. */
     const char *s = p;
     while (*s) {
-        while (*s == '/') s++;
+        while (*s == '/')
+            s++;
         const char *c = s;
-        while (*s && *s != '/') s++;
+        while (*s && *s != '/')
+            s++;
         size_t n = (size_t)(s - c);
         if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) return 0;
     }
@@ -208,7 +211,8 @@ static int path_clean(const char *p)
 static int under_prefix(const char *path, const char *prefix)
 {
     size_t n = strlen(prefix);
-    while (n > 1 && prefix[n - 1] == '/') n--;
+    while (n > 1 && prefix[n - 1] == '/')
+        n--;
     if (n == 1 && prefix[0] == '/') return 1;
     return strncmp(path, prefix, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
@@ -218,7 +222,8 @@ static int dns_label(const char *s)
     size_t n = strlen(s);
     if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-') return 0;
     for (size_t i = 0; i < n; i++)
-        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-')) return 0;
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-'))
+            return 0;
     return 1;
 }
 
@@ -250,8 +255,10 @@ static void parse_volumes(const json_t *body, const sg_api_config_t *cfg, sg_api
             json_t *f = json_object_get(v, strs[k]);
             json_t *l = json_deep_copy(loc);
             json_array_append_new(l, json_string(strs[k]));
-            if (!f) sg_api_err_422(e, "missing", l, "Field required", json_incref(v));
-            else if (!json_is_string(f)) bad_type(e, "string_type", l, f);
+            if (!f)
+                sg_api_err_422(e, "missing", l, "Field required", json_incref(v));
+            else if (!json_is_string(f))
+                bad_type(e, "string_type", l, f);
             else {
                 sv[k] = json_string_value(f);
                 json_decref(l);
@@ -312,10 +319,10 @@ static void parse_volumes(const json_t *body, const sg_api_config_t *cfg, sg_api
         }
         json_t *hp = json_is_object(host) ? json_object_get(host, "path") : NULL;
         if (!hp || !json_is_string(hp)) {
-            sg_api_err_422(e, hp ? "string_type" : "missing",
-                           json_pack("[s,s,I,s,s]", "body", "volumes", (json_int_t)i, "host", "path"),
-                           hp ? type_msg("string_type") : "Field required",
-                           json_incref(hp ? hp : host));
+            sg_api_err_422(
+                e, hp ? "string_type" : "missing",
+                json_pack("[s,s,I,s,s]", "body", "volumes", (json_int_t)i, "host", "path"),
+                hp ? type_msg("string_type") : "Field required", json_incref(hp ? hp : host));
             continue;
         }
         const char *path = json_string_value(hp);
@@ -359,12 +366,14 @@ static void parse_resources(const json_t *body, sg_api_create_t *out, sg_api_err
     }
     const char *k;
     json_t *v;
-    json_object_foreach(m, k, v) {
+    json_object_foreach(m, k, v)
+    {
         const char *s = json_string_value(v);
         if (strcmp(k, "cpu") == 0) {
             if (sg_api_parse_cpu(s, &out->cpu_millis) < 0)
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER",
-                               "resourceLimits.cpu '%s' is not a CPU quantity (\"500m\", \"2\")", s);
+                               "resourceLimits.cpu '%s' is not a CPU quantity (\"500m\", \"2\")",
+                               s);
         } else if (strcmp(k, "memory") == 0) {
             if (sg_api_parse_memory(s, &out->memory_bytes) < 0)
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER",
@@ -378,7 +387,8 @@ static void parse_resources(const json_t *body, sg_api_create_t *out, sg_api_err
             if (!*s || *end || errno || p == 0 || !isdigit((unsigned char)s[0]))
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER",
                                "resourceLimits.pids '%s' is not a positive integer", s);
-            else out->pids = p;
+            else
+                out->pids = p;
         } else if (strcmp(k, "gpu") == 0 || strcmp(k, "nvidia.com/gpu") == 0) {
             if (strcmp(s, "0") != 0)
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER",
@@ -394,8 +404,10 @@ static void parse_network(const json_t *body, sg_api_create_t *out, sg_api_err_t
     json_t *cp = json_object_get(body, "credentialProxy");
     if (cp && !json_is_null(cp)) {
         json_t *en = json_is_object(cp) ? json_object_get(cp, "enabled") : NULL;
-        if (!json_is_object(cp)) bad_type(e, "model_type", loc1("credentialProxy"), cp);
-        else if (en && !json_is_boolean(en)) bad_type(e, "bool_type", loc2("credentialProxy", "enabled"), en);
+        if (!json_is_object(cp))
+            bad_type(e, "model_type", loc1("credentialProxy"), cp);
+        else if (en && !json_is_boolean(en))
+            bad_type(e, "bool_type", loc2("credentialProxy", "enabled"), en);
         else if (en && json_is_true(en)) {
             if (!np || json_is_null(np))
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER",
@@ -458,8 +470,11 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
     int has_image = image && !json_is_null(image);
     int has_snap = 0;
     if (snap && !json_is_null(snap)) {
-        if (!json_is_string(snap)) bad_type(e, "string_type", loc1("snapshotId"), snap);
-        else has_snap = strspn(json_string_value(snap), " \t\r\n") != strlen(json_string_value(snap));
+        if (!json_is_string(snap))
+            bad_type(e, "string_type", loc1("snapshotId"), snap);
+        else
+            has_snap =
+                strspn(json_string_value(snap), " \t\r\n") != strlen(json_string_value(snap));
     }
     if (has_image == has_snap) {
         sg_api_err_422(e, "value_error", json_pack("[s]", "body"),
@@ -475,11 +490,15 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
             bad_type(e, "model_type", loc1("image"), image);
         } else {
             json_t *uri = json_object_get(image, "uri");
-            if (!uri) sg_api_err_422(e, "missing", loc2("image", "uri"), "Field required", json_incref(image));
-            else if (!json_is_string(uri)) bad_type(e, "string_type", loc2("image", "uri"), uri);
+            if (!uri)
+                sg_api_err_422(e, "missing", loc2("image", "uri"), "Field required",
+                               json_incref(image));
+            else if (!json_is_string(uri))
+                bad_type(e, "string_type", loc2("image", "uri"), uri);
             else if (!*json_string_value(uri))
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER", "image.uri must not be empty");
-            else out->image = json_string_value(uri);
+            else
+                out->image = json_string_value(uri);
             json_t *auth = json_object_get(image, "auth");
             if (auth && !json_is_null(auth) && !json_is_object(auth))
                 bad_type(e, "model_type", loc2("image", "auth"), auth);
@@ -498,9 +517,11 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
         size_t i;
         json_t *a;
         int ok = 1;
-        json_array_foreach(ep, i, a) {
+        json_array_foreach(ep, i, a)
+        {
             if (json_is_string(a)) continue;
-            bad_type(e, "string_type", json_pack("[s,s,I]", "body", "entrypoint", (json_int_t)i), a);
+            bad_type(e, "string_type", json_pack("[s,s,I]", "body", "entrypoint", (json_int_t)i),
+                     a);
             ok = 0;
         }
         if (ok && json_array_size(ep) == 0)
@@ -515,8 +536,8 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
     json_t *to = json_object_get(body, "timeout");
     if (to && !json_is_null(to)) {
         double d = json_is_real(to) ? json_real_value(to) : 0;
-        int integral = json_is_integer(to) || (json_is_real(to) && d == (double)(int64_t)d &&
-                                               d > -9e15 && d < 9e15);
+        int integral = json_is_integer(to) ||
+                       (json_is_real(to) && d == (double)(int64_t)d && d > -9e15 && d < 9e15);
         if (!integral) {
             sg_api_err_422(e, "int_type", loc1("timeout"), type_msg("int_type"), json_incref(to));
         } else {
@@ -547,7 +568,8 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
     if (env) {
         const char *k;
         json_t *v;
-        json_object_foreach(env, k, v) {
+        json_object_foreach(env, k, v)
+        {
             if (!*k || strchr(k, '=')) {
                 sg_api_err_set(e, 400, "SANDBOX::INVALID_PARAMETER",
                                "env name '%s' must be non-empty and contain no '='", k);
@@ -562,7 +584,8 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
         const char *k;
         json_t *v;
         char msg[256];
-        json_object_foreach(meta, k, v) {
+        json_object_foreach(meta, k, v)
+        {
             if (sg_sbx_label_check(k, json_string_value(v), msg, sizeof(msg)) < 0)
                 sg_api_err_set(e, 400, "INVALID_METADATA_LABEL", "%s", msg);
         }
@@ -586,8 +609,10 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
                     ok = 0;
                 } else if (!s || (strcmp(s, fields[i][1]) != 0 && strcmp(s, fields[i][2]) != 0)) {
                     char m[96];
-                    snprintf(m, sizeof(m), "Input should be '%s' or '%s'", fields[i][1], fields[i][2]);
-                    sg_api_err_422(e, "literal_error", loc2("platform", fields[i][0]), m, json_incref(f));
+                    snprintf(m, sizeof(m), "Input should be '%s' or '%s'", fields[i][1],
+                             fields[i][2]);
+                    sg_api_err_422(e, "literal_error", loc2("platform", fields[i][0]), m,
+                                   json_incref(f));
                     ok = 0;
                 }
             }
@@ -599,7 +624,8 @@ int sg_api_parse_create(const json_t *body, const sg_api_config_t *cfg, sg_api_c
     }
 
     json_t *sa = json_object_get(body, "secureAccess");
-    if (sa && !json_is_null(sa) && !json_is_boolean(sa)) bad_type(e, "bool_type", loc1("secureAccess"), sa);
+    if (sa && !json_is_null(sa) && !json_is_boolean(sa))
+        bad_type(e, "bool_type", loc1("secureAccess"), sa);
     else if (sa && json_is_true(sa))
         sg_api_err_set(e, 400, "SANDBOX::API_NOT_SUPPORTED",
                        "secureAccess is only available behind a Kubernetes gateway");
@@ -647,7 +673,8 @@ static int url_decode(const char *p, const char *end, char *out, size_t len)
     size_t n = 0;
     while (p < end) {
         int c = (unsigned char)*p++;
-        if (c == '+') c = ' ';
+        if (c == '+')
+            c = ' ';
         else if (c == '%' && end - p >= 2 && hexval(p[0]) >= 0 && hexval(p[1]) >= 0) {
             c = hexval(p[0]) * 16 + hexval(p[1]);
             p += 2;
@@ -662,7 +689,8 @@ static int url_decode(const char *p, const char *end, char *out, size_t len)
 int sg_api_query_next(const char **q, char *name, size_t nlen, char *value, size_t vlen)
 {
     const char *p = *q;
-    while (*p == '&') p++;
+    while (*p == '&')
+        p++;
     if (!*p) {
         *q = p;
         return 0;
@@ -701,7 +729,8 @@ static void int_param(sg_api_err_t *e, const char *name, const char *v, int64_t 
     errno = 0;
     long long x = strtoll(v, &end, 10);
     const char *s = v;
-    while (*s == ' ') s++;
+    while (*s == ' ')
+        s++;
     if (!*s || *end || errno) {
         sg_api_err_422(e, "int_parsing", json_pack("[s,s]", "query", name),
                        "Input should be a valid integer, unable to parse string as an integer",
@@ -715,8 +744,9 @@ static void int_param(sg_api_err_t *e, const char *name, const char *v, int64_t 
                  (long long)(x < lo ? lo : hi));
         sg_api_err_422(e, x < lo ? "greater_than_equal" : "less_than_equal",
                        json_pack("[s,s]", "query", name), msg, json_string(v));
-        json_object_set_new(json_array_get(e->detail, json_array_size(e->detail) - 1), "ctx",
-                            json_pack("{s:I}", x < lo ? "ge" : "le", (json_int_t)(x < lo ? lo : hi)));
+        json_object_set_new(
+            json_array_get(e->detail, json_array_size(e->detail) - 1), "ctx",
+            json_pack("{s:I}", x < lo ? "ge" : "le", (json_int_t)(x < lo ? lo : hi)));
         return;
     }
     *out = x;
@@ -750,7 +780,8 @@ int sg_api_parse_list_query(const char *query, sg_sbx_filter_t *f, sg_api_err_t 
                                value);
                 continue;
             }
-            if (!f->metadata) f->metadata = m;
+            if (!f->metadata)
+                f->metadata = m;
             else {
                 json_object_update(f->metadata, m);
                 json_decref(m);

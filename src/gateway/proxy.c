@@ -25,8 +25,15 @@ typedef struct proxy {
 } proxy_t;
 
 static const char *const hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te",         "trailer",    "transfer-encoding",  "upgrade",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 };
 
 static int named_in_connection(const sg_hdrs_t *in, const char *name)
@@ -36,9 +43,11 @@ static int named_in_connection(const sg_hdrs_t *in, const char *name)
         const char *p = in->v[i].value;
         size_t n = strlen(name);
         while (*p) {
-            while (*p == ' ' || *p == ',' || *p == '\t') p++;
+            while (*p == ' ' || *p == ',' || *p == '\t')
+                p++;
             const char *s = p;
-            while (*p && *p != ',' && *p != ' ' && *p != '\t') p++;
+            while (*p && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
             if ((size_t)(p - s) == n && strncasecmp(s, name, n) == 0) return 1;
         }
     }
@@ -57,12 +66,13 @@ static int dropped(const sg_hdrs_t *in, const char *name, const char *const *ext
 void sg_proxy_request_headers(const sg_hdrs_t *in, sg_hdrs_t *out, const char *peer, int tls,
                               const char *access_token)
 {
-    static const char *const extra[] = {"authorization", "cookie", "open-sandbox-api-key", "host",
+    static const char *const extra[] = {"authorization",  "cookie", "open-sandbox-api-key", "host",
                                         "content-length", "expect", "x-execd-access-token"};
     for (size_t i = 0; i < in->n; i++)
         if (!dropped(in, in->v[i].name, extra, SG_ARRAY_SIZE(extra)))
             sg_hdrs_addz(out, in->v[i].name, in->v[i].value);
-    if (!sg_hdrs_get(out, "X-Forwarded-Proto")) sg_hdrs_addz(out, "X-Forwarded-Proto", tls ? "https" : "http");
+    if (!sg_hdrs_get(out, "X-Forwarded-Proto"))
+        sg_hdrs_addz(out, "X-Forwarded-Proto", tls ? "https" : "http");
     const char *host = sg_hdrs_get(in, "host");
     if (host && !sg_hdrs_get(out, "X-Forwarded-Host")) sg_hdrs_addz(out, "X-Forwarded-Host", host);
     if (!sg_hdrs_get(out, "X-Forwarded-For") && peer && strcmp(peer, "unix") != 0) {
@@ -136,7 +146,8 @@ static void on_up_done(sg_http_creq_t *r, void *data, int err, const char *msg)
         sg_http_resp_end(req);
     } else if (!p->started) {
         char m[512];
-        snprintf(m, sizeof(m), "Could not reach the sandbox's execd: %s", msg ? msg : sg_strerror(err));
+        snprintf(m, sizeof(m), "Could not reach the sandbox's execd: %s",
+                 msg ? msg : sg_strerror(err));
         sg_http_respond_error(req, 502, "GENERAL::UNKNOWN_ERROR", m);
     } else {
         sg_log_kv(SG_LOG_WARN, "proxy: upstream failed mid-response", "rid", sg_http_req_id(req),

@@ -26,7 +26,8 @@ void sg_sbx_store_free(sg_sbx_store_t *st)
     sg_tenant_t *t = st->tenants;
     while (t) {
         sg_tenant_t *next = t->next;
-        while (t->head) sg_sbx_unlink(t->head);
+        while (t->head)
+            sg_sbx_unlink(t->head);
         free(t);
         t = next;
     }
@@ -127,8 +128,10 @@ void sg_sbx_unlink(sg_sandbox_t *s)
 {
     if (!s->linked) return;
     sg_tenant_t *t = s->tenant;
-    if (s->prev) s->prev->next = s->next;
-    else t->head = s->next;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        t->head = s->next;
     if (s->next) s->next->prev = s->prev;
     s->prev = s->next = NULL;
     s->linked = 0;
@@ -184,8 +187,10 @@ void sg_sbx_format_time(int64_t us, char out[40])
     struct tm tm;
     gmtime_r(&sec, &tm);
     size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (frac) snprintf(out + n, 40 - n, ".%06lldZ", (long long)frac);
-    else snprintf(out + n, 40 - n, "Z");
+    if (frac)
+        snprintf(out + n, 40 - n, ".%06lldZ", (long long)frac);
+    else
+        snprintf(out + n, 40 - n, "Z");
 }
 
 static int digits(const char **p, int n, int *out)
@@ -215,13 +220,11 @@ int sg_sbx_parse_time(const char *s, int64_t *us)
 {
     const char *p = s;
     int y, mo, d, h, mi, se;
-    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
-        digits(&p, 2, &d))
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d))
         return SG_EINVAL;
     if (*p != 'T' && *p != 't' && *p != ' ') return SG_EINVAL;
     p++;
-    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' ||
-        digits(&p, 2, &se))
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &se))
         return SG_EINVAL;
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
@@ -238,7 +241,8 @@ int sg_sbx_parse_time(const char *s, int64_t *us)
             nd++;
             p++;
         }
-        for (; nd < 6; nd++) frac *= 10;
+        for (; nd < 6; nd++)
+            frac *= 10;
     }
     int64_t off = 0;
     if (*p == 'Z' || *p == 'z') {
@@ -251,7 +255,8 @@ int sg_sbx_parse_time(const char *s, int64_t *us)
         off = sign * (oh * 3600 + om * 60);
     }
     if (*p) return SG_EINVAL;
-    int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - off;
+    int64_t secs =
+        days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - off;
     *us = secs * 1000000 + frac;
     return 0;
 }
@@ -329,7 +334,8 @@ int sg_sbx_metadata_patch(json_t *meta, const json_t *patch, char code[64], char
     const char *k;
     json_t *v;
     /* Validate everything first so a bad member leaves the metadata untouched. */
-    json_object_foreach((json_t *)patch, k, v) {
+    json_object_foreach((json_t *)patch, k, v)
+    {
         if (json_is_null(v)) {
             if (strncmp(k, "opensandbox.io/", 15) == 0) {
                 snprintf(code, 64, "INVALID_METADATA_LABEL");
@@ -341,7 +347,9 @@ int sg_sbx_metadata_patch(json_t *meta, const json_t *patch, char code[64], char
         if (!json_is_string(v)) {
             snprintf(code, 64, "INVALID_METADATA_FORMAT");
             snprintf(msg, len, "metadata '%s' must be a string or null, not %s", k,
-                     json_is_object(v) ? "an object" : json_is_array(v) ? "an array" : "a scalar");
+                     json_is_object(v)  ? "an object"
+                     : json_is_array(v) ? "an array"
+                                        : "a scalar");
             return 422;
         }
         if (sg_sbx_label_check(k, json_string_value(v), msg, len) < 0) {
@@ -349,9 +357,12 @@ int sg_sbx_metadata_patch(json_t *meta, const json_t *patch, char code[64], char
             return 400;
         }
     }
-    json_object_foreach((json_t *)patch, k, v) {
-        if (json_is_null(v)) json_object_del(meta, k);
-        else json_object_set(meta, k, v);
+    json_object_foreach((json_t *)patch, k, v)
+    {
+        if (json_is_null(v))
+            json_object_del(meta, k);
+        else
+            json_object_set(meta, k, v);
     }
     return 0;
 }
@@ -410,7 +421,8 @@ static int matches(const sg_sandbox_t *s, const sg_sbx_filter_t *f)
     if (f->metadata) {
         const char *k;
         json_t *v;
-        json_object_foreach(f->metadata, k, v) {
+        json_object_foreach(f->metadata, k, v)
+        {
             json_t *have = json_object_get(s->metadata, k);
             if (!have || !json_equal(have, v)) return 0;
         }

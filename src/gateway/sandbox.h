@@ -47,7 +47,7 @@ typedef struct sg_sandbox {
     int refs;
 
     char id[37];
-    char *image; /* image.uri */
+    char *image;        /* image.uri */
     json_t *entrypoint; /* array of strings */
     json_t *env;        /* object string -> string */
     json_t *metadata;   /* object string -> string */
@@ -67,11 +67,11 @@ typedef struct sg_sandbox {
     int busy;       /* a provider operation (pause / resume / destroy) is in flight */
 
     /* api.c's per-sandbox machinery */
-    sg_tentry_t ready_timer;  /* WaitReady polls and health checks */
+    sg_tentry_t ready_timer;   /* WaitReady polls and health checks */
     int64_t ready_deadline_ms; /* loop time; WaitReady gives up after it */
-    unsigned ping_step;       /* backoff step */
+    unsigned ping_step;        /* backoff step */
     unsigned missed_pings;
-    sg_http_creq_t *ping;     /* a /ping in flight, or NULL */
+    sg_http_creq_t *ping; /* a /ping in flight, or NULL */
     void *api;
 } sg_sandbox_t;
 
@@ -132,9 +132,9 @@ json_t *sg_sbx_create_json(const sg_sandbox_t *s);
 
 /* --- listing */
 typedef struct sg_sbx_filter {
-    unsigned states; /* bit per sg_sbx_state_t; 0 = any */
-    json_t *metadata; /* object k -> v that must all match; NULL = any (owned) */
-    int64_t page;     /* >= 1 */
+    unsigned states;   /* bit per sg_sbx_state_t; 0 = any */
+    json_t *metadata;  /* object k -> v that must all match; NULL = any (owned) */
+    int64_t page;      /* >= 1 */
     int64_t page_size; /* 1..200 */
 } sg_sbx_filter_t;
 

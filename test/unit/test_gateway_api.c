@@ -36,9 +36,9 @@ static char *dumpd(json_t *v)
     return s;
 }
 
-#define SDK_BODY                                                                                 \
-    "{\"image\":{\"uri\":\"ubuntu:22.04\"},\"entrypoint\":[\"tail\",\"-f\",\"/dev/null\"],"     \
-    "\"resourceLimits\":{\"cpu\":\"1\",\"memory\":\"2Gi\"},\"secureAccess\":false,\"env\":{},"  \
+#define SDK_BODY                                                                                   \
+    "{\"image\":{\"uri\":\"ubuntu:22.04\"},\"entrypoint\":[\"tail\",\"-f\",\"/dev/null\"],"        \
+    "\"resourceLimits\":{\"cpu\":\"1\",\"memory\":\"2Gi\"},\"secureAccess\":false,\"env\":{},"     \
     "\"metadata\":{},\"extensions\":{},\"timeout\":600}"
 
 /* Runs sg_api_parse_create on text; returns the status and the error body in *body. */
@@ -100,17 +100,20 @@ static void test_create_422(void **state)
     char *b;
 
     /* both image and snapshotId; timeout < 60; missing resourceLimits: all three reported */
-    assert_int_equal(create("{\"image\":{\"uri\":\"x\"},\"snapshotId\":\"s\",\"entrypoint\":[\"a\"],"
-                            "\"timeout\":59}",
-                            &cfg, NULL, &b),
-                     422);
+    assert_int_equal(
+        create("{\"image\":{\"uri\":\"x\"},\"snapshotId\":\"s\",\"entrypoint\":[\"a\"],"
+               "\"timeout\":59}",
+               &cfg, NULL, &b),
+        422);
     json_t *bj = J(b);
     assert_int_equal(json_array_size(json_object_get(bj, "detail")), 3);
     json_decref(bj);
     assert_non_null(strstr(b, "\"type\":\"value_error\""));
     assert_non_null(strstr(b, "\"loc\":[\"body\",\"timeout\"]"));
     assert_non_null(strstr(b, "\"ctx\":{\"ge\":60}"));
-    assert_non_null(strstr(b, "{\"type\":\"missing\",\"loc\":[\"body\",\"resourceLimits\"],\"msg\":\"Field required\""));
+    assert_non_null(strstr(
+        b,
+        "{\"type\":\"missing\",\"loc\":[\"body\",\"resourceLimits\"],\"msg\":\"Field required\""));
     free(b);
 
     /* neither image nor snapshotId (blank snapshotId is absent) */
@@ -119,7 +122,8 @@ static void test_create_422(void **state)
     free(b);
 
     /* image without entrypoint */
-    assert_int_equal(create("{\"image\":{\"uri\":\"x\"},\"resourceLimits\":{}}", &cfg, NULL, &b), 422);
+    assert_int_equal(create("{\"image\":{\"uri\":\"x\"},\"resourceLimits\":{}}", &cfg, NULL, &b),
+                     422);
     assert_non_null(strstr(b, "entrypoint is required"));
     free(b);
 
@@ -142,10 +146,11 @@ static void test_create_422(void **state)
     free(b);
 
     /* platform literal */
-    assert_int_equal(create("{\"image\":{\"uri\":\"x\"},\"entrypoint\":[\"a\"],\"resourceLimits\":{},"
-                            "\"platform\":{\"os\":\"linux\",\"arch\":\"sparc\"}}",
-                            &cfg, NULL, &b),
-                     422);
+    assert_int_equal(
+        create("{\"image\":{\"uri\":\"x\"},\"entrypoint\":[\"a\"],\"resourceLimits\":{},"
+               "\"platform\":{\"os\":\"linux\",\"arch\":\"sparc\"}}",
+               &cfg, NULL, &b),
+        422);
     assert_non_null(strstr(b, "Input should be 'amd64' or 'arm64'"));
     free(b);
 
@@ -161,7 +166,8 @@ static void expect400(const sg_api_config_t *cfg, const char *body, const char *
 {
     char *b;
     int st = create(body, cfg, NULL, &b);
-    if (st != 400 || !strstr(b, code)) fail_msg("%s -> %d %s (wanted 400 %s)", body, st, b ? b : "", code);
+    if (st != 400 || !strstr(b, code))
+        fail_msg("%s -> %d %s (wanted 400 %s)", body, st, b ? b : "", code);
     json_t *j = J(b);
     assert_string_equal(json_string_value(json_object_get(j, "code")), code);
     assert_true(json_is_string(json_object_get(j, "message")));
@@ -178,37 +184,63 @@ static void test_create_400(void **state)
     sg_api_config_init(&cfg);
     expect400(&cfg, "{\"image\":{\"uri\":\"x\"},\"entrypoint\":[],\"resourceLimits\":{}}",
               "SANDBOX::INVALID_ENTRYPOINT");
-    expect400(&cfg, "{\"snapshotId\":\"snap\",\"resourceLimits\":{}}", "SANDBOX::API_NOT_SUPPORTED");
-    expect400(&cfg, "{" BASE ",\"metadata\":{\"opensandbox.io/x\":\"y\"}}", "INVALID_METADATA_LABEL");
+    expect400(&cfg, "{\"snapshotId\":\"snap\",\"resourceLimits\":{}}",
+              "SANDBOX::API_NOT_SUPPORTED");
+    expect400(&cfg, "{" BASE ",\"metadata\":{\"opensandbox.io/x\":\"y\"}}",
+              "INVALID_METADATA_LABEL");
     expect400(&cfg, "{" BASE ",\"metadata\":{\"k\":\"-bad\"}}", "INVALID_METADATA_LABEL");
-    expect400(&cfg, "{\"image\":{\"uri\":\"x\"},\"entrypoint\":[\"a\"],\"resourceLimits\":{\"cpu\":\"lots\"}}",
-              "SANDBOX::INVALID_PARAMETER");
-    expect400(&cfg, "{\"image\":{\"uri\":\"x\"},\"entrypoint\":[\"a\"],\"resourceLimits\":{\"memory\":\"2Qi\"}}",
+    expect400(
+        &cfg,
+        "{\"image\":{\"uri\":\"x\"},\"entrypoint\":[\"a\"],\"resourceLimits\":{\"cpu\":\"lots\"}}",
+        "SANDBOX::INVALID_PARAMETER");
+    expect400(&cfg,
+              "{\"image\":{\"uri\":\"x\"},\"entrypoint\":[\"a\"],\"resourceLimits\":{\"memory\":"
+              "\"2Qi\"}}",
               "SANDBOX::INVALID_PARAMETER");
     expect400(&cfg, "{" BASE ",\"extensions\":{\"access.renew.extend.seconds\":\"10\"}}",
               "SANDBOX::INVALID_PARAMETER");
-    expect400(&cfg, "{" BASE ",\"extensions\":{\"poolRef\":\"p\"}}", "SANDBOX::UNSUPPORTED_POOL_REF");
-    expect400(&cfg, "{" BASE ",\"networkPolicy\":{\"defaultAction\":\"deny\",\"egress\":[{\"action\":"
-                    "\"allow\",\"target\":\"pypi.org\"}]}}",
+    expect400(&cfg, "{" BASE ",\"extensions\":{\"poolRef\":\"p\"}}",
+              "SANDBOX::UNSUPPORTED_POOL_REF");
+    expect400(&cfg,
+              "{" BASE ",\"networkPolicy\":{\"defaultAction\":\"deny\",\"egress\":[{\"action\":"
+              "\"allow\",\"target\":\"pypi.org\"}]}}",
               "SANDBOX::API_NOT_SUPPORTED");
-    expect400(&cfg, "{" BASE ",\"credentialProxy\":{\"enabled\":true}}", "SANDBOX::INVALID_PARAMETER");
+    expect400(&cfg, "{" BASE ",\"credentialProxy\":{\"enabled\":true}}",
+              "SANDBOX::INVALID_PARAMETER");
     /* volumes: host paths only under an allowed prefix */
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/data\",\"host\":{\"path\":\"/srv/x\"}}]}",
-              "VOLUME::HOST_PATH_NOT_ALLOWED");
+    expect400(
+        &cfg,
+        "{" BASE
+        ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/data\",\"host\":{\"path\":\"/srv/x\"}}]}",
+        "VOLUME::HOST_PATH_NOT_ALLOWED");
     cfg.host_prefixes[cfg.n_host_prefixes++] = "/srv/";
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/data\",\"host\":{\"path\":\"/srv/../etc\"}}]}",
+    expect400(&cfg,
+              "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/"
+                       "data\",\"host\":{\"path\":\"/srv/../etc\"}}]}",
               "VOLUME::INVALID_HOST_PATH");
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/data\",\"host\":{\"path\":\"/srvx\"}}]}",
-              "VOLUME::HOST_PATH_NOT_ALLOWED");
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"data\",\"host\":{\"path\":\"/srv/a\"}}]}",
-              "VOLUME::INVALID_MOUNT_PATH");
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/d\",\"pvc\":{\"claimName\":\"c\"}}]}",
+    expect400(
+        &cfg,
+        "{" BASE
+        ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/data\",\"host\":{\"path\":\"/srvx\"}}]}",
+        "VOLUME::HOST_PATH_NOT_ALLOWED");
+    expect400(
+        &cfg,
+        "{" BASE
+        ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"data\",\"host\":{\"path\":\"/srv/a\"}}]}",
+        "VOLUME::INVALID_MOUNT_PATH");
+    expect400(&cfg,
+              "{" BASE
+              ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/d\",\"pvc\":{\"claimName\":\"c\"}}]}",
               "VOLUME::UNSUPPORTED_VOLUME_BACKEND");
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/d\",\"host\":{\"path\":\"/srv/a\"},"
-                    "\"pvc\":{\"claimName\":\"c\"}}]}",
+    expect400(&cfg,
+              "{" BASE
+              ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/d\",\"host\":{\"path\":\"/srv/a\"},"
+              "\"pvc\":{\"claimName\":\"c\"}}]}",
               "VOLUME::INVALID_VOLUME_BACKEND");
-    expect400(&cfg, "{" BASE ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/d\",\"host\":{\"path\":\"/srv/a\"}},"
-                    "{\"name\":\"v\",\"mountPath\":\"/e\",\"host\":{\"path\":\"/srv/b\"}}]}",
+    expect400(&cfg,
+              "{" BASE
+              ",\"volumes\":[{\"name\":\"v\",\"mountPath\":\"/d\",\"host\":{\"path\":\"/srv/a\"}},"
+              "{\"name\":\"v\",\"mountPath\":\"/e\",\"host\":{\"path\":\"/srv/b\"}}]}",
               "VOLUME::DUPLICATE_VOLUME_NAME");
     cfg.max_timeout_s = 3600;
     expect400(&cfg, "{" BASE ",\"timeout\":3601}", "SANDBOX::INVALID_PARAMETER");
@@ -376,10 +408,11 @@ static void test_query(void **state)
     assert_int_equal(f.states, 0);
     assert_null(f.metadata);
 
-    assert_int_equal(sg_api_parse_list_query("state=running&state=PAUSED&metadata=project%3Ddemo%26team%3Dm%2Bl"
-                                             "&page=2&pageSize=200",
-                                             &f, &e),
-                     0);
+    assert_int_equal(
+        sg_api_parse_list_query("state=running&state=PAUSED&metadata=project%3Ddemo%26team%3Dm%2Bl"
+                                "&page=2&pageSize=200",
+                                &f, &e),
+        0);
     assert_int_equal(f.states, (1u << SG_SBX_RUNNING) | (1u << SG_SBX_PAUSED));
     assert_int_equal(f.page, 2);
     assert_int_equal(f.page_size, 200);
@@ -446,7 +479,8 @@ static void test_list_and_shapes(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "id")), s2->id);
     assert_string_equal(json_string_value(json_object_get(json_array_get(items, 1), "id")), s3->id);
     char *p = dump(json_object_get(l, "pagination"));
-    assert_string_equal(p, "{\"page\":1,\"pageSize\":2,\"totalItems\":3,\"totalPages\":2,\"hasNextPage\":true}");
+    assert_string_equal(
+        p, "{\"page\":1,\"pageSize\":2,\"totalItems\":3,\"totalPages\":2,\"hasNextPage\":true}");
     free(p);
     json_decref(l);
 
@@ -475,8 +509,9 @@ static void test_list_and_shapes(void **state)
     f = (sg_sbx_filter_t){0, NULL, 1, 20};
     l = sg_sbx_list_json(other, &f);
     p = dump(l);
-    assert_string_equal(p, "{\"items\":[],\"pagination\":{\"page\":1,\"pageSize\":20,\"totalItems\":0,"
-                           "\"totalPages\":0,\"hasNextPage\":false}}");
+    assert_string_equal(p,
+                        "{\"items\":[],\"pagination\":{\"page\":1,\"pageSize\":20,\"totalItems\":0,"
+                        "\"totalPages\":0,\"hasNextPage\":false}}");
     free(p);
     json_decref(l);
 
@@ -487,25 +522,29 @@ static void test_list_and_shapes(void **state)
     sg_sbx_set_state(s1, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
     assert_int_equal(s1->transition_us, 1781253000000000LL); /* same state: time kept */
     char want[1024];
-    snprintf(want, sizeof(want),
-             "{\"id\":\"%s\",\"image\":{\"uri\":\"ubuntu:22.04\"},\"status\":{\"state\":\"Running\","
-             "\"reason\":\"SANDBOX_RUNNING\",\"message\":\"Sandbox is running.\",\"lastTransitionAt\":"
-             "\"2026-06-12T08:30:00Z\"},\"metadata\":{\"project\":\"demo\"},\"entrypoint\":[\"sh\"],"
-             "\"expiresAt\":\"2026-06-12T08:40:00.123456Z\",\"createdAt\":\"2026-06-12T08:30:00.123456Z\"}",
-             s1->id);
+    snprintf(
+        want, sizeof(want),
+        "{\"id\":\"%s\",\"image\":{\"uri\":\"ubuntu:22.04\"},\"status\":{\"state\":\"Running\","
+        "\"reason\":\"SANDBOX_RUNNING\",\"message\":\"Sandbox is running.\",\"lastTransitionAt\":"
+        "\"2026-06-12T08:30:00Z\"},\"metadata\":{\"project\":\"demo\"},\"entrypoint\":[\"sh\"],"
+        "\"expiresAt\":\"2026-06-12T08:40:00.123456Z\",\"createdAt\":\"2026-06-12T08:30:00."
+        "123456Z\"}",
+        s1->id);
     json_t *j = sg_sbx_json(s1);
     p = dump(j);
     assert_string_equal(p, want);
     free(p);
     json_decref(j);
     s1->platform = J("{\"os\":\"linux\",\"arch\":\"amd64\"}");
-    snprintf(want, sizeof(want),
-             "{\"id\":\"%s\",\"status\":{\"state\":\"Running\",\"reason\":\"SANDBOX_RUNNING\","
-             "\"message\":\"Sandbox is running.\",\"lastTransitionAt\":\"2026-06-12T08:30:00Z\"},"
-             "\"metadata\":{\"project\":\"demo\"},\"platform\":{\"os\":\"linux\",\"arch\":\"amd64\"},"
-             "\"expiresAt\":\"2026-06-12T08:40:00.123456Z\",\"createdAt\":\"2026-06-12T08:30:00.123456Z\","
-             "\"entrypoint\":[\"sh\"]}",
-             s1->id);
+    snprintf(
+        want, sizeof(want),
+        "{\"id\":\"%s\",\"status\":{\"state\":\"Running\",\"reason\":\"SANDBOX_RUNNING\","
+        "\"message\":\"Sandbox is running.\",\"lastTransitionAt\":\"2026-06-12T08:30:00Z\"},"
+        "\"metadata\":{\"project\":\"demo\"},\"platform\":{\"os\":\"linux\",\"arch\":\"amd64\"},"
+        "\"expiresAt\":\"2026-06-12T08:40:00.123456Z\",\"createdAt\":\"2026-06-12T08:30:00."
+        "123456Z\","
+        "\"entrypoint\":[\"sh\"]}",
+        s1->id);
     j = sg_sbx_create_json(s1);
     p = dump(j);
     assert_string_equal(p, want);

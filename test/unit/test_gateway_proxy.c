@@ -33,9 +33,9 @@ const char *__asan_default_options(void)
     return "quarantine_size_mb=16";
 }
 
-#define UPLOAD_BYTES (1024ull << 20)
+#define UPLOAD_BYTES   (1024ull << 20)
 #define DOWNLOAD_BYTES (256ull << 20)
-#define CHUNK (64u << 10)
+#define CHUNK          (64u << 10)
 
 typedef struct env {
     uv_loop_t loop;
@@ -238,7 +238,8 @@ static void env_done(env_t *e)
 
 static void run_until_done(env_t *e)
 {
-    for (long i = 0; !e->done && !e->timed_out && i < 100000000; i++) uv_run(&e->loop, UV_RUN_ONCE);
+    for (long i = 0; !e->done && !e->timed_out && i < 100000000; i++)
+        uv_run(&e->loop, UV_RUN_ONCE);
     assert_false(e->timed_out);
 }
 
@@ -355,7 +356,8 @@ static void test_upload_1g(void **state)
     assert_int_equal(e->up_bytes, UPLOAD_BYTES);
     assert_string_equal(e->body, "{\"bytes\":1073741824}");
     /* Flat memory: the queues stay near their marks; RSS grows far less than what passed. */
-    fprintf(stderr, "upload: %llu bytes upstream, max queued %zu, rss +%ld KiB\n", (unsigned long long)e->up_bytes, e->max_queued, maxrss_kb() - rss0);
+    fprintf(stderr, "upload: %llu bytes upstream, max queued %zu, rss +%ld KiB\n",
+            (unsigned long long)e->up_bytes, e->max_queued, maxrss_kb() - rss0);
     assert_true(e->max_queued <= (4u << 20));
     long grown_mb = (maxrss_kb() - rss0) / 1024;
     if (grown_mb > 128) fail_msg("RSS grew %ld MiB for a 1 GiB upload", grown_mb);
