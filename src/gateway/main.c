@@ -4,6 +4,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "doctor.h"
 #include "serve.h"
 
 static void usage(FILE *f)
@@ -11,6 +12,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: sandgate <command> [options]\n\n"
                "commands:\n"
                "  serve      run the gateway (see `sandgate serve --help`)\n"
+               "  doctor     what this host offers local sandboxes (`sandgate doctor --json`)\n"
                "  version    print the version\n\n"
                "This build has the foundation only: `serve` answers /health; the lifecycle API,\n"
                "the local provider and streaming land with their issues.\n");
@@ -33,6 +35,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "serve") == 0) return sg_gateway_serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "doctor") == 0) return sg_gateway_doctor(argc - 1, argv + 1);
     fprintf(stderr, "sandgate: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;
