@@ -643,8 +643,10 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
     enf[0] = 0;
     ulimits[0] = 0;
     if (use && h->v2_base[0]) {
-        snprintf(st->cg_v2, sizeof(st->cg_v2), "%s/%s", h->v2_base, spec->id);
-        if (mkdir(st->cg_v2, 0755) != 0 && errno != EEXIST) st->cg_v2[0] = 0;
+        int n = snprintf(st->cg_v2, sizeof(st->cg_v2), "%s/%s", h->v2_base, spec->id);
+        if (n < 0 || (size_t)n >= sizeof(st->cg_v2) ||
+            (mkdir(st->cg_v2, 0755) != 0 && errno != EEXIST))
+            st->cg_v2[0] = 0; /* a truncated path would name another cgroup: go without */
     }
     int where[SG__CG_N]; /* 2, 1 or 0 (none) */
     for (int c = 0; c < SG__CG_N; c++) {
@@ -659,8 +661,9 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
                             : c == SG__CG_PIDS   ? spec->pids
                                                  : 1;
             if (!want) continue;
-            snprintf(st->cg_v1[c], sizeof(st->cg_v1[c]), "%s/%s", h->v1_base[c], spec->id);
-            if (mkdir(st->cg_v1[c], 0755) != 0 && errno != EEXIST)
+            int n = snprintf(st->cg_v1[c], sizeof(st->cg_v1[c]), "%s/%s", h->v1_base[c], spec->id);
+            if (n < 0 || (size_t)n >= sizeof(st->cg_v1[c]) ||
+                (mkdir(st->cg_v1[c], 0755) != 0 && errno != EEXIST))
                 st->cg_v1[c][0] = 0;
             else
                 where[c] = 1;
