@@ -84,7 +84,7 @@ static void cleanup_leftovers(void)
             sg__cg_remove(&list[k]);
         }
         free(list);
-        char cmd[600];
+        char cmd[2 * 8192 + 64];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s-vol'", g_dirs[i], g_dirs[i]);
         if (system(cmd) != 0) fprintf(stderr, "cleanup: %s failed\n", cmd);
     }
