@@ -39,6 +39,8 @@ static const sg_opt_t execd_opts[] = {
         NULL, "bound on one /files/upload body, 0 = none"),
     OPT("shutdown-grace", "EXECD_SHUTDOWN_GRACE", SG_OPT_DURATION, shutdown_grace_ms, "5s", 0, 0,
         NULL, "on SIGTERM/SIGINT, how long requests in flight may finish"),
+    OPT("max-walk-entries", "EXECD_MAX_WALK_ENTRIES", SG_OPT_INT, max_walk_entries, "200000", 1,
+        SG_OPT_NO_MAX, NULL, "entries one /files/search or /directories/list may visit (500 past it)"),
     OPT("max-stream-buffer", "EXECD_MAX_STREAM_BUFFER", SG_OPT_SIZE, max_stream_buffer, "16M",
         64 << 10, SG_OPT_NO_MAX, NULL,
         "output queued for one slow SSE client before it is dropped (the command goes on)"),

@@ -31,6 +31,7 @@ typedef struct sg_execd_config {
     uint64_t max_upload_bytes; /* request body bound for /files/upload, 0 = none */
     uint64_t shutdown_grace_ms;
     uint64_t max_stream_buffer; /* pending SSE bytes per client before it is dropped */
+    int64_t max_walk_entries;   /* entries one /files/search or /directories/list may visit */
     const char *envs_file;      /* EXECD_ENVS: KEY=VALUE lines merged into every command's env */
     const char *shell;          /* NULL = bash from PATH, else sh (runner cfg.shell) */
     const char *port_file;      /* write the bound TCP port here once listening (tests) */

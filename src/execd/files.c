@@ -6,9 +6,8 @@
  * files_download.c). An unknown method on a known path falls through to the 404 the Go agent
  * (gin, no MethodNotAllowed) gives too.
  *
- * Configuration read from the environment at start (execd.c's option table is not ours):
- *   EXECD_MAX_WALK_ENTRIES  entries /files/search and /directories/list may visit before they
- *                           stop with 500 RUNTIME_ERROR "too many entries" (default 200000). */
+ * --max-walk-entries (EXECD_MAX_WALK_ENTRIES) bounds the entries /files/search and
+ * /directories/list visit before they stop with 500 RUNTIME_ERROR "too many entries". */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,17 +26,8 @@ int sg_execd_files_start(sg_execd_t *x)
     mode_t m = umask(0);
     umask(m);
     f->umask = m;
-    f->max_walk = SG__FILES_DEFAULT_MAX_WALK;
-    const char *e = getenv("EXECD_MAX_WALK_ENTRIES");
-    if (e && *e) {
-        char *end;
-        unsigned long long v = strtoull(e, &end, 10);
-        if (*end || v == 0) {
-            sg_log(SG_LOG_ERROR, "EXECD_MAX_WALK_ENTRIES='%s': a positive integer is required", e);
-            return SG_EINVAL;
-        }
-        f->max_walk = v;
-    }
+    f->max_walk = x->cfg.max_walk_entries > 0 ? (uint64_t)x->cfg.max_walk_entries
+                                              : SG__FILES_DEFAULT_MAX_WALK;
     x->files = f;
     return 0;
 }

@@ -39,6 +39,7 @@
  * are siblings with the same env; the init lives as long as execd, so the sandbox stays up
  * (and reachable) after the entrypoint exits; bwrap's pid 1 reaps orphans. */
 static const char INIT[] =
+    "[ -e /.sandgate/run/go ] || exit 113\n"
     "%s"
     "t=$1; shift\n"
     "/.sandgate/execd --listen unix:/.sandgate/run/execd.sock --access-token \"$t\" &\n"
@@ -221,8 +222,11 @@ static int state_save(const char *dir, const sg_local_state_t *st)
                           "access_token", st->access_token, "enforced", st->enforced);
     if (!o) return SG_ENOMEM;
     char tmp[PATH_MAX], fin[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s/state.json.tmp", dir);
-    snprintf(fin, sizeof(fin), "%s/state.json", dir);
+    if (snprintf(tmp, sizeof(tmp), "%s/state.json.tmp", dir) >= (int)sizeof(tmp) ||
+        snprintf(fin, sizeof(fin), "%s/state.json", dir) >= (int)sizeof(fin)) {
+        json_decref(o);
+        return -ENAMETOOLONG;
+    }
     int r = json_dump_file(o, tmp, JSON_INDENT(1)) == 0 && rename(tmp, fin) == 0 ? 0 : -errno;
     json_decref(o);
     return r ? r : 0;
@@ -539,6 +543,19 @@ static void on_info_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         create_report(op, r < 0 ? r : SG_EPROTO);
         return;
     }
+    /* bwrap also proceeds when --block-fd reads EOF, i.e. when the gateway dies right here:
+     * INIT then finds no `go` file and exits, so no sandbox ever runs outside its cgroups or
+     * without a state file. */
+    char gopath[PATH_MAX];
+    int gofd = -1;
+    if (snprintf(gopath, sizeof(gopath), "%s/run/go", op->dir) < (int)sizeof(gopath))
+        gofd = open(gopath, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (gofd < 0) {
+        set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot write %s", gopath);
+        create_report(op, SG_EPROTO);
+        return;
+    }
+    close(gofd);
     uv_buf_t go = uv_buf_init("g", 1);
     if ((r = uv_try_write((uv_stream_t *)&op->block, &go, 1)) != 1) {
         set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot release the sandbox: %s",
@@ -626,8 +643,10 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
     enf[0] = 0;
     ulimits[0] = 0;
     if (use && h->v2_base[0]) {
-        snprintf(st->cg_v2, sizeof(st->cg_v2), "%s/%s", h->v2_base, spec->id);
-        if (mkdir(st->cg_v2, 0755) != 0 && errno != EEXIST) st->cg_v2[0] = 0;
+        int n = snprintf(st->cg_v2, sizeof(st->cg_v2), "%s/%s", h->v2_base, spec->id);
+        if (n < 0 || (size_t)n >= sizeof(st->cg_v2) ||
+            (mkdir(st->cg_v2, 0755) != 0 && errno != EEXIST))
+            st->cg_v2[0] = 0; /* a truncated path would name another cgroup: go without */
     }
     int where[SG__CG_N]; /* 2, 1 or 0 (none) */
     for (int c = 0; c < SG__CG_N; c++) {
@@ -642,8 +661,9 @@ static int setup_limits(local_prov_t *p, const sg_sandbox_spec_t *spec, sg_local
                             : c == SG__CG_PIDS   ? spec->pids
                                                  : 1;
             if (!want) continue;
-            snprintf(st->cg_v1[c], sizeof(st->cg_v1[c]), "%s/%s", h->v1_base[c], spec->id);
-            if (mkdir(st->cg_v1[c], 0755) != 0 && errno != EEXIST)
+            int n = snprintf(st->cg_v1[c], sizeof(st->cg_v1[c]), "%s/%s", h->v1_base[c], spec->id);
+            if (n < 0 || (size_t)n >= sizeof(st->cg_v1[c]) ||
+                (mkdir(st->cg_v1[c], 0755) != 0 && errno != EEXIST))
                 st->cg_v1[c][0] = 0;
             else
                 where[c] = 1;

@@ -10,8 +10,9 @@
  * provider_local.c) that applies rlimits when cgroups are unavailable, starts
  * `sandgate-execd --listen unix:/.sandgate/run/execd.sock` and the entrypoint, both with the
  * spec's env, and lives as long as execd does. bwrap waits on --block-fd until the gateway has
- * put its pid-1 (reported on --info-fd) into the sandbox's cgroups, so nothing of the sandbox
- * ever runs outside them.
+ * put its pid-1 (reported on --info-fd) into the sandbox's cgroups and written state.json and
+ * run/go; bwrap also proceeds on EOF (the gateway died in between), and INIT then finds no `go`
+ * and exits, so nothing of the sandbox ever runs outside its cgroups or without a state file.
  *
  * Limits: cgroup v2 where the controller is enabled, else v1, else rlimits (RLIMIT_AS for
  * memory, RLIMIT_NPROC for pids; cpu has no rlimit equivalent and is then not enforced); what

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -47,6 +48,20 @@ typedef struct fx {
     int closed;
 } fx_t;
 
+/* Sleeps the whole duration even when a signal (SIGCHLD of a sandbox's bwrap) interrupts. */
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Seconds since `start` (uv_hrtime), for safety bounds measured in real time. */
+static double since(uint64_t start)
+{
+    return (double)(uv_hrtime() - start) / 1e9;
+}
+
 /* Data dirs of this run, so sandboxes a failed test left behind are killed at exit. */
 static char g_dirs[32][256];
 static int g_ndirs;
@@ -64,12 +79,12 @@ static void cleanup_leftovers(void)
             if (sg_local_state_alive(&list[k])) kill((pid_t)list[k].init_pid, SIGKILL);
             for (int t = 0; t < 200 && !sg__cg_empty(&list[k]); t++) {
                 sg__cg_kill(&list[k]);
-                usleep(10000);
+                sleep_ms(10);
             }
             sg__cg_remove(&list[k]);
         }
         free(list);
-        char cmd[600];
+        char cmd[2 * 8192 + 64];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s-vol'", g_dirs[i], g_dirs[i]);
         if (system(cmd) != 0) fprintf(stderr, "cleanup: %s failed\n", cmd);
     }
@@ -189,7 +204,7 @@ static char *wait_ws(fx_t *f, const char *name, char *buf, size_t n)
     char path[700];
     ws_path(f, name, path, sizeof(path));
     buf[0] = 0;
-    for (int i = 0; i < 6000; i++) { /* 60 s safety bound */
+    for (uint64_t t0 = uv_hrtime(); since(t0) < 60;) { /* safety bound */
         FILE *fp = fopen(path, "r");
         if (fp) {
             size_t k = fread(buf, 1, n - 1, fp);
@@ -197,8 +212,9 @@ static char *wait_ws(fx_t *f, const char *name, char *buf, size_t n)
             fclose(fp);
             if (k) return buf;
         }
-        usleep(10000);
+        sleep_ms(10);
     }
+    fprintf(stderr, "wait_ws: %s did not appear (%s)\n", name, path);
     return buf;
 }
 
@@ -209,21 +225,27 @@ static int ping(fx_t *f)
              "curl -s -m 5 --unix-socket '%s' -H 'X-EXECD-ACCESS-TOKEN: %s' -o /dev/null "
              "-w '%%{http_code}' http://sandbox/ping",
              f->h.execd + 5, f->h.access_token);
-    for (int i = 0; i < 300; i++) { /* execd starts within the bound or the test fails */
+    for (uint64_t t0 = uv_hrtime(); since(t0) < 30;) { /* execd starts within the bound */
         FILE *fp = popen(cmd, "r");
         size_t k = fread(out, 1, sizeof(out) - 1, fp);
         out[k] = 0;
         pclose(fp);
         if (strcmp(out, "200") == 0) return 200;
-        usleep(20000);
+        sleep_ms(20);
     }
     return atoi(out);
 }
 
+/* Sandbox ids carry the test's pid: cgroup directories are named by id, so two runs (or a
+ * sandbox a crashed run left behind) never share one. */
 static void spec_init(sg_sandbox_spec_t *s, const char *id, const char *const *argv, size_t n)
 {
+    static char ids[16][64];
+    static int nid;
+    char *mine = ids[nid++ % 16];
+    snprintf(mine, sizeof(ids[0]), "%s-%ld", id, (long)getpid());
     memset(s, 0, sizeof(*s));
-    s->id = id;
+    s->id = mine;
     s->tenant = "t";
     s->image = "host";
     s->entrypoint = argv;
@@ -323,7 +345,7 @@ static int execd_env_has(const sg_local_state_t *st, const char *kv)
 
 static void run_iso(int allow_net)
 {
-    fx_t f;
+    static fx_t f; /* static: a failed assertion must not free a loop libuv still knows */
     fx_open(&f, SG_LOCAL_CG_AUTO);
     int port, lfd = listen_port(&port);
     char ports[16], volfile[400];
@@ -374,7 +396,10 @@ static void run_iso(int allow_net)
     int64_t pid = f.h.pid;
     sg_local_state_t st;
     assert_int_equal(sg_local_state_load(f.data, f.h.provider_id, &st), 0);
-    assert_int_equal(execd_env_has(&st, "FOO=bar baz"), 1);
+    int has = 0;
+    for (uint64_t t0 = uv_hrtime(); since(t0) < 10 && !(has = execd_env_has(&st, "FOO=bar baz"));)
+        sleep_ms(20);
+    assert_int_equal(has, 1);
     assert_int_equal(execd_env_has(&st, "FOO=other"), 0);
     assert_int_equal(op(&f, 0), 0);
     assert_gone(&f, pid, s.id);
@@ -410,7 +435,7 @@ static const char HOG[] =
 
 static void run_limits(sg_local_cgroups_t cg)
 {
-    fx_t f;
+    static fx_t f; /* static: a failed assertion must not free a loop libuv still knows */
     fx_open(&f, cg);
     const char *argv[] = {"/bin/sh", "-c", HOG};
     sg_sandbox_spec_t s;
@@ -439,7 +464,7 @@ static void run_limits(sg_local_cgroups_t cg)
     wait_ws(&f, "bomb", out, sizeof(out));
     assert_string_equal(out, "forked\n");
     sg_local_state_t st;
-    assert_int_equal(sg_local_state_load(f.data, "limits", &st), 0);
+    assert_int_equal(sg_local_state_load(f.data, s.id, &st), 0);
     int n = sg__ns_signal(&st, 0); /* processes in the sandbox's pid namespace */
     fprintf(stderr, "processes in the sandbox after the fork bomb: %d\n", n);
     assert_true(n > 5);                         /* the bomb did fork */
@@ -464,7 +489,7 @@ static void run_limits(sg_local_cgroups_t cg)
         if (!cg_pids && !pids_unenforced) assert_non_null(strstr(lim, "Max processes"));
     }
     assert_int_equal(op(&f, 0), 0);
-    assert_gone(&f, st.init_pid, "limits");
+    assert_gone(&f, st.init_pid, s.id);
     assert_int_equal(sg__ns_signal(&st, 0), 0);
     fx_close(&f);
 }
@@ -494,7 +519,7 @@ static long read_counter(fx_t *f)
 
 static void run_pause(sg_local_cgroups_t cg)
 {
-    fx_t f;
+    static fx_t f; /* static: a failed assertion must not free a loop libuv still knows */
     fx_open(&f, cg);
     const char *argv[] = {"/bin/sh", "-c", COUNTER};
     sg_sandbox_spec_t s;
@@ -503,25 +528,25 @@ static void run_pause(sg_local_cgroups_t cg)
     fprintf(stderr, "enforced: %s\n", f.h.enforced);
     if (cg == SG_LOCAL_CG_OFF) assert_non_null(strstr(f.h.enforced, "freeze=signals"));
     long a = read_counter(&f);
-    for (int i = 0; i < 500 && read_counter(&f) == a; i++)
-        usleep(10000);
+    for (uint64_t t0 = uv_hrtime(); since(t0) < 30 && read_counter(&f) == a;)
+        sleep_ms(10);
     assert_true(read_counter(&f) > a); /* it counts */
     assert_int_equal(op(&f, 1), 0);
     long p1 = read_counter(&f);
-    usleep(300000);
+    sleep_ms(300);
     long p2 = read_counter(&f);
     assert_int_equal(p1, p2); /* frozen: no progress */
     assert_int_equal(op(&f, 3), 0);
     assert_int_equal(f.alive, 1);
     assert_int_equal(op(&f, 2), 0);
-    for (int i = 0; i < 1000 && read_counter(&f) == p2; i++)
-        usleep(10000);
+    for (uint64_t t0 = uv_hrtime(); since(t0) < 30 && read_counter(&f) == p2;)
+        sleep_ms(10);
     assert_true(read_counter(&f) > p2); /* thawed */
     /* destroy while paused also works */
     assert_int_equal(op(&f, 1), 0);
     int64_t pid = f.h.pid;
     assert_int_equal(op(&f, 0), 0);
-    assert_gone(&f, pid, "pause");
+    assert_gone(&f, pid, s.id);
     fx_close(&f);
 }
 
@@ -539,7 +564,7 @@ static void test_pause_signals(void **state)
 
 static void test_survives_creator(void **state)
 {
-    fx_t f;
+    static fx_t f; /* static: a failed assertion must not free a loop libuv still knows */
     char data[256];
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
@@ -587,7 +612,7 @@ static void test_survives_creator(void **state)
     size_t n;
     assert_int_equal(sg_local_list_on_disk(data, &list, &n), 0);
     assert_int_equal(n, 1);
-    assert_string_equal(list[0].id, "orphan");
+    assert_int_equal(strncmp(list[0].id, "orphan-", 7), 0);
     assert_int_equal(sg_local_state_alive(&list[0]), 1);
     sg_local_state_to_handle(&list[0], &f.h);
     free(list);
@@ -612,7 +637,7 @@ static void test_survives_creator(void **state)
     assert_int_equal(f.alive, 1);
     int64_t pid = f.h.pid;
     assert_int_equal(op(&f, 0), 0);
-    assert_gone(&f, pid, "orphan");
+    assert_gone(&f, pid, f.h.provider_id);
     assert_int_equal(op(&f, 3), 0);
     assert_int_equal(f.alive, 0);
     assert_int_equal(sg_local_list_on_disk(data, &list, &n), 0);
@@ -630,7 +655,7 @@ static void test_survives_creator(void **state)
 
 static void test_refusals(void **state)
 {
-    fx_t f;
+    static fx_t f; /* static: a failed assertion must not free a loop libuv still knows */
     fx_open(&f, SG_LOCAL_CG_AUTO);
     const char *argv[] = {"/bin/true"};
     sg_sandbox_spec_t s;
@@ -732,7 +757,7 @@ static void test_dir_image(void **state)
     fputs("from-dir-image\n", fp);
     fclose(fp);
 
-    fx_t f;
+    static fx_t f; /* static: a failed assertion must not free a loop libuv still knows */
     fx_open(&f, SG_LOCAL_CG_AUTO);
     char spec[300], err[256];
     snprintf(spec, sizeof(spec), "mini:1=%s", img);
@@ -753,7 +778,7 @@ static void test_dir_image(void **state)
     assert_int_equal(ping(&f), 200);
     int64_t pid = f.h.pid;
     assert_int_equal(op(&f, 0), 0);
-    assert_gone(&f, pid, "dirimg");
+    assert_gone(&f, pid, s.id);
     fx_close(&f);
 
     snprintf(path, sizeof(path), "%s/usr", img);
