@@ -150,8 +150,9 @@ static void on_up_done(sg_http_creq_t *r, void *data, int err, const char *msg)
                  msg ? msg : sg_strerror(err));
         sg_http_respond_error(req, 502, "GENERAL::UNKNOWN_ERROR", m);
     } else {
-        sg_log_kv(SG_LOG_WARN, "proxy: upstream failed mid-response", "rid", sg_http_req_id(req),
-                  "error", msg ? msg : sg_strerror(err), NULL);
+        if (err != SG_ECLOSED) /* not our own cancel (the client went away) */
+            sg_log_kv(SG_LOG_WARN, "proxy: upstream failed mid-response", "rid",
+                      sg_http_req_id(req), "error", msg ? msg : sg_strerror(err), NULL);
         sg_http_req_release(req); /* cuts the connection */
     }
     if (p->release) p->release(p->ud);

@@ -10,6 +10,7 @@
  * upstream gives 502 JSON. Every test ends with uv_loop_close() == 0. */
 #define _GNU_SOURCE
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -69,6 +70,9 @@ typedef struct env {
     size_t max_queued; /* worst of client upload queue + gateway output seen */
     int sse_events;
     sg_http_creq_t *creq;
+    int cancel_after_init; /* the client goes away once the first event arrived */
+    int up_saw_close;      /* the upstream's writes failed: the proxy let go of it */
+    uv_timer_t tick;
 } env_t;
 
 static env_t *g_env;
@@ -269,6 +273,11 @@ static void c_body(sg_http_creq_t *r, void *data, const char *p, size_t n)
         e->body_len += n;
         e->body[e->body_len] = '\0';
     }
+    if (e->cancel_after_init && strstr(e->body, "\"init\"")) {
+        e->cancel_after_init = 0;
+        sg_http_creq_cancel(r); /* c_done runs now */
+        return;
+    }
     if (e->sse_req && strstr(e->body, "\"init\"") && e->sse_events == 0) {
         /* The first event reached the client: only now does the upstream send the next. */
         e->sse_events = 1;
@@ -405,6 +414,42 @@ static void test_sse_unbuffered(void **state)
     free(e);
 }
 
+/* The upstream keeps streaming events until a write fails (bounded by count). */
+static void on_tick(uv_timer_t *t)
+{
+    env_t *e = t->data;
+    static const char ping[] = "data: {\"type\":\"ping\"}\n\n";
+    if (!e->sse_req) return;
+    if (sg_http_resp_write_copy(e->sse_req, ping, sizeof(ping) - 1) < 0 ||
+        sg_http_req_aborted(e->sse_req)) {
+        e->up_saw_close = 1;
+        sg_http_req_release(e->sse_req);
+        e->sse_req = NULL;
+        uv_timer_stop(t);
+    }
+}
+
+static void test_client_gone_mid_stream(void **state)
+{
+    (void)state;
+    env_t *e = sg_xcalloc(1, sizeof(*e));
+    env_init(e);
+    uv_timer_init(&e->loop, &e->tick);
+    e->tick.data = e;
+    e->cancel_after_init = 1;
+    request(e, "GET", "/sse", NULL, 0, -1);
+    run_until_done(e);
+    assert_int_equal(e->err, SG_ECLOSED);
+    /* The gateway cancels its upstream exchange: the upstream's stream fails soon. */
+    uv_timer_start(&e->tick, on_tick, 10, 10);
+    for (long i = 0; !e->up_saw_close && !e->timed_out && i < 100000000; i++)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    assert_int_equal(e->up_saw_close, 1);
+    uv_close((uv_handle_t *)&e->tick, NULL);
+    env_done(e);
+    free(e);
+}
+
 static void test_headers_and_target(void **state)
 {
     (void)state;
@@ -461,10 +506,11 @@ static void test_upstream_gone(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as sandgate's main: a write to a gone peer is an error */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_headers_and_target), cmocka_unit_test(test_sse_unbuffered),
         cmocka_unit_test(test_upstream_gone),      cmocka_unit_test(test_download),
-        cmocka_unit_test(test_upload_1g),
+        cmocka_unit_test(test_upload_1g),          cmocka_unit_test(test_client_gone_mid_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
