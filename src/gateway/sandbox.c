@@ -186,11 +186,14 @@ void sg_sbx_format_time(int64_t us, char out[40])
     }
     struct tm tm;
     gmtime_r(&sec, &tm);
-    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* Not strftime's %Y: years below 1000 must keep four digits to parse back. */
+    int n = snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (n < 0 || n >= 40) n = 0;
     if (frac)
-        snprintf(out + n, 40 - n, ".%06lldZ", (long long)frac);
+        snprintf(out + n, 40 - (size_t)n, ".%06lldZ", (long long)frac);
     else
-        snprintf(out + n, 40 - n, "Z");
+        snprintf(out + n, 40 - (size_t)n, "Z");
 }
 
 static int digits(const char **p, int n, int *out)

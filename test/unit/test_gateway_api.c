@@ -317,6 +317,10 @@ static void test_times(void **state)
     assert_int_equal(sg_sbx_parse_time("2026-06-12", &us), SG_EINVAL);
     assert_int_equal(sg_sbx_parse_time("2026-06-12T25:00:00Z", &us), SG_EINVAL);
     assert_int_equal(sg_sbx_parse_time("2026-06-12T08:30:00Zjunk", &us), SG_EINVAL);
+    /* years below 1000 keep four digits (found by fuzz_gateway_api) */
+    assert_int_equal(sg_sbx_parse_time("0506-06-12T08:30:00.12Z", &us), 0);
+    sg_sbx_format_time(us, buf);
+    assert_string_equal(buf, "0506-06-12T08:30:00.120000Z");
     /* round trip */
     assert_int_equal(sg_sbx_parse_time("2026-06-12T08:30:00.123456Z", &us), 0);
     sg_sbx_format_time(us, buf);
