@@ -1,6 +1,12 @@
-/* execd.c: the agent: flags, listener, access token, routing, signals, shutdown. */
+/* execd.c: the agent: flags, listener, access token, routing, signals, shutdown.
+ *
+ * Shutdown (SIGTERM/SIGINT): metrics watchers end at once (they never finish by themselves),
+ * the HTTP server stops accepting and lets requests in flight finish for --shutdown-grace,
+ * then closes; then the runner closes (SIGKILL to every command group still alive), then the
+ * command module releases what it still holds. A second signal cuts the grace short. */
 #include "execd.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +16,10 @@
 #include "sandgate/config.h"
 #include "sandgate/log.h"
 
-#define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(sg_execd_config_t, f), d, lo, hi, mv, h}
+#define OPT(n, e, t, f, d, lo, hi, mv, h)                                                          \
+    {                                                                                              \
+        n, e, t, offsetof(sg_execd_config_t, f), d, lo, hi, mv, h                                  \
+    }
 static const sg_opt_t execd_opts[] = {
     OPT("listen", "EXECD_LISTEN", SG_OPT_STRING, listen, "127.0.0.1:44772", 0, 0, "ADDR",
         "host:port or unix:/path"),
@@ -20,16 +29,25 @@ static const sg_opt_t execd_opts[] = {
         "command logs and session state (default $TMPDIR or /tmp)"),
     OPT("log-level", "EXECD_LOG_LEVEL", SG_OPT_STRING, log_level, "info", 0, 0, "LEVEL",
         "debug, info, warn or error"),
-    OPT("max-log-bytes", "EXECD_MAX_LOG_BYTES", SG_OPT_SIZE, max_log_bytes, "64M", 1, INT64_MAX, NULL,
-        "output kept per background command for /command/{id}/logs"),
+    OPT("max-log-bytes", "EXECD_MAX_LOG_BYTES", SG_OPT_SIZE, max_log_bytes, "64M", 1, INT64_MAX,
+        NULL, "output kept per background command for /command/{id}/logs"),
     OPT("max-line-bytes", "EXECD_MAX_LINE_BYTES", SG_OPT_SIZE, max_line_bytes, "64K", 1024,
         64 << 20, NULL, "a longer output line is sent as several events"),
-    OPT("record-ttl", "EXECD_RECORD_TTL", SG_OPT_DURATION, record_ttl_ms, "1h", 1000, INT64_MAX, NULL,
-        "finished command records and their logs are removed after this"),
+    OPT("record-ttl", "EXECD_RECORD_TTL", SG_OPT_DURATION, record_ttl_ms, "1h", 1000, INT64_MAX,
+        NULL, "finished command records and their logs are removed after this"),
     OPT("max-upload-bytes", "EXECD_MAX_UPLOAD_BYTES", SG_OPT_SIZE, max_upload_bytes, "0", 0, 0,
         NULL, "bound on one /files/upload body, 0 = none"),
     OPT("shutdown-grace", "EXECD_SHUTDOWN_GRACE", SG_OPT_DURATION, shutdown_grace_ms, "5s", 0, 0,
         NULL, "on SIGTERM/SIGINT, how long requests in flight may finish"),
+    OPT("max-stream-buffer", "EXECD_MAX_STREAM_BUFFER", SG_OPT_SIZE, max_stream_buffer, "16M",
+        64 << 10, INT64_MAX, NULL,
+        "output queued for one slow SSE client before it is dropped (the command goes on)"),
+    OPT("envs-file", "EXECD_ENVS", SG_OPT_STRING, envs_file, NULL, 0, 0, "FILE",
+        "KEY=VALUE lines added to every command's environment (read at start)"),
+    OPT("shell", "EXECD_SHELL", SG_OPT_STRING, shell, NULL, 0, 0, "PATH",
+        "shell run as `SHELL -c COMMAND` (default: bash from PATH, else sh)"),
+    OPT("port-file", "EXECD_PORT_FILE", SG_OPT_STRING, port_file, NULL, 0, 0, "FILE",
+        "write the bound TCP port here once listening (for --listen host:0)"),
 };
 #undef OPT
 
@@ -65,9 +83,65 @@ static void on_request(sg_http_req_t *req, void *data)
 static void on_access(const sg_http_access_t *e, void *data)
 {
     (void)data;
-    sg_log_request_t r = {e->request_id, e->method, e->path, e->status,
-                          e->bytes_in,   e->bytes_out, (double)e->duration_us / 1000.0};
+    sg_log_request_t r = {e->request_id,
+                          e->method,
+                          e->path,
+                          e->status,
+                          e->bytes_in,
+                          e->bytes_out,
+                          (double)e->duration_us / 1000.0};
     sg_log_request(&r);
+}
+
+/* EXECD_ENVS file: KEY=VALUE per line; blank lines, '#' comments and lines without '=' are
+ * skipped, a trailing CR is dropped. Read once at start (a blocking read before the loop). */
+static sg_run_env_t *g_envs;
+static size_t g_nenvs;
+static char *g_envs_text;
+
+static int load_envs(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT) {
+            sg_log_kv(SG_LOG_WARN, "envs file not found, ignored", "path", path, NULL);
+            return 0;
+        }
+        fprintf(stderr, "sandgate-execd: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 0, len = 0;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            g_envs_text = sg_xrealloc(g_envs_text, cap);
+        }
+        memcpy(g_envs_text + len, buf, n);
+        len += n;
+    }
+    fclose(f);
+    if (!g_envs_text) return 0;
+    g_envs_text[len] = '\0';
+    size_t lines = 1;
+    for (size_t i = 0; i < len; i++)
+        lines += g_envs_text[i] == '\n';
+    g_envs = sg_xcalloc(lines, sizeof(*g_envs));
+    char *save = NULL;
+    for (char *ln = strtok_r(g_envs_text, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+        size_t l = strlen(ln);
+        if (l && ln[l - 1] == '\r') ln[--l] = '\0';
+        while (*ln == ' ' || *ln == '\t')
+            ln++;
+        char *eq = strchr(ln, '=');
+        if (!*ln || *ln == '#' || !eq || eq == ln) continue;
+        *eq = '\0';
+        g_envs[g_nenvs].key = ln;
+        g_envs[g_nenvs].value = eq + 1;
+        g_nenvs++;
+    }
+    return 0;
 }
 
 static void on_client_closed(void *data)
@@ -77,7 +151,7 @@ static void on_client_closed(void *data)
 
 static void on_runner_closed(void *data)
 {
-    (void)data;
+    sg_execd_commands_stop(data);
 }
 
 static void on_server_closed(sg_http_server_t *srv, void *data)
@@ -88,7 +162,7 @@ static void on_server_closed(sg_http_server_t *srv, void *data)
     sg_execd_metrics_stop(x);
     sg_execd_files_stop(x);
     sg_http_client_close(x->client, on_client_closed, NULL);
-    sg_runner_close(x->runner, on_runner_closed, NULL);
+    sg_runner_close(x->runner, on_runner_closed, x);
     uv_close((uv_handle_t *)&g_sigterm, NULL);
     uv_close((uv_handle_t *)&g_sigint, NULL);
 }
@@ -108,6 +182,7 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     g_stopping = 1;
     sg_log(SG_LOG_INFO, "signal %d: graceful shutdown", signum);
+    sg_execd_metrics_stop(x);
     sg_http_server_shutdown(x->http, x->cfg.shutdown_grace_ms, on_drained);
 }
 
@@ -121,7 +196,12 @@ int sg_execd_main(int argc, char **argv)
     if (r == SG_CONFIG_HELP) {
         char *help = sg_config_help(execd_opts, SG_ARRAY_SIZE(execd_opts),
                                     "sandgate-execd [options]\n\n"
-                                    "The in-sandbox agent: OpenSandbox's ExecD API on one loop.");
+                                    "The in-sandbox agent: OpenSandbox's execd API on one loop.\n"
+                                    "Routes: /ping, /command (SSE), /command/status/{id},\n"
+                                    "/command/{id}/logs, /command/{id}/raw, /session...,\n"
+                                    "/files..., /directories..., /proxy/{port}/..., /metrics,\n"
+                                    "/metrics/watch. SIGTERM/SIGINT: graceful shutdown.\n"
+                                    "See docs/execd.md.");
         fputs(help, stdout);
         free(help);
         return 0;
@@ -143,9 +223,13 @@ int sg_execd_main(int argc, char **argv)
     sg_runner_cfg_t rc;
     memset(&rc, 0, sizeof(rc));
     rc.log_dir = x->cfg.log_dir;
+    rc.shell = x->cfg.shell && *x->cfg.shell ? x->cfg.shell : NULL;
     rc.log_cap = x->cfg.max_log_bytes;
     rc.max_line = (size_t)x->cfg.max_line_bytes;
     rc.record_ttl_ms = x->cfg.record_ttl_ms;
+    if (x->cfg.envs_file && *x->cfg.envs_file && load_envs(x->cfg.envs_file) < 0) return 1;
+    rc.extra_env = g_envs;
+    rc.n_extra_env = g_nenvs;
     if ((r = sg_runner_open(x->loop, &rc, &x->runner)) < 0) {
         fprintf(stderr, "sandgate-execd: cannot start the command engine: %s\n", sg_strerror(r));
         return 1;
@@ -170,7 +254,15 @@ int sg_execd_main(int argc, char **argv)
                 r == 0 ? "" : err);
         return 1;
     }
-    if ((r = sg_execd_metrics_start(x)) < 0 || (r = sg_execd_files_start(x)) < 0) {
+    if (x->cfg.port_file && *x->cfg.port_file) {
+        FILE *pf = fopen(x->cfg.port_file, "w");
+        if (!pf || fprintf(pf, "%d\n", sg_http_server_port(x->http)) < 0 || fclose(pf) != 0) {
+            fprintf(stderr, "sandgate-execd: cannot write %s\n", x->cfg.port_file);
+            return 1;
+        }
+    }
+    if ((r = sg_execd_commands_start(x)) < 0 || (r = sg_execd_metrics_start(x)) < 0 ||
+        (r = sg_execd_files_start(x)) < 0) {
         fprintf(stderr, "sandgate-execd: start: %s\n", sg_strerror(r));
         return 1;
     }
@@ -182,7 +274,13 @@ int sg_execd_main(int argc, char **argv)
     sg_log_kv(SG_LOG_INFO, "listening", "addr", x->cfg.listen, "version", SG_VERSION, NULL);
 
     uv_run(x->loop, UV_RUN_DEFAULT);
-    if ((r = uv_loop_close(x->loop)) < 0)
-        sg_log(SG_LOG_WARN, "loop closed with handles open: %s", sg_strerror(r));
-    return 0;
+    /* Every handle must be gone after a shutdown; anything left is a bug tests should see. */
+    int status = 0;
+    if ((r = uv_loop_close(x->loop)) < 0) {
+        sg_log(SG_LOG_ERROR, "loop closed with handles open: %s", sg_strerror(r));
+        status = 3;
+    }
+    free(g_envs);
+    free(g_envs_text);
+    return status;
 }

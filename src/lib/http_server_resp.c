@@ -325,7 +325,8 @@ static int resp_head(sg_http_req_t *req, sg__http_conn_t *c, int status, const s
         }
     }
     if (close) push_z(c, req, "Connection: close\r\n");
-    else if (req->http_minor == 0) push_z(c, req, "Connection: keep-alive\r\n");
+    else if (req->http_minor == 0 || (hdrs && sg_hdrs_has_token(hdrs, "Connection", "keep-alive")))
+        push_z(c, req, "Connection: keep-alive\r\n"); /* explicit: execd's SSE head (Go's) */
     push_str(c, req, "\r\n", 2);
     if (req->head && req->resp_chunked) req->resp_chunked = 0;
     req->status = status;
