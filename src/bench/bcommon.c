@@ -10,7 +10,8 @@
 #include "sandgate/common.h"
 #include "sandgate/config.h"
 
-int bench_parse(const struct sg_opt *opts, size_t n, void *cfg, int argc, char **argv, const char *usage, int *exit_code)
+int bench_parse(const struct sg_opt *opts, size_t n, void *cfg, int argc, char **argv,
+                const char *usage, int *exit_code)
 {
     char err[512];
     int rc = sg_config_parse(opts, n, cfg, argc, argv, err, sizeof(err));
@@ -32,16 +33,20 @@ int bench_parse(const struct sg_opt *opts, size_t n, void *cfg, int argc, char *
 json_t *bench_doc_new(const char *scenario, json_t *params)
 {
     char ts[32];
-    return json_pack("{s:s,s:s,s:s,s:s,s:o}", "tool", "sandgate-bench", "version", SG_VERSION, "scenario", scenario,
-                     "started_at", bs_utc_now(ts, sizeof(ts)), "params", params);
+    return json_pack("{s:s,s:s,s:s,s:s,s:o}", "tool", "sandgate-bench", "version", SG_VERSION,
+                     "scenario", scenario, "started_at", bs_utc_now(ts, sizeof(ts)), "params",
+                     params);
 }
 
 char *bench_subst_run(const char *s)
 {
     static char id[48]; /* one id per process, so a run's URLs agree */
-    if (!id[0]) snprintf(id, sizeof(id), "%d-%llu", (int)getpid(), (unsigned long long)(sg_now_ns() / 1000u));
+    if (!id[0])
+        snprintf(id, sizeof(id), "%d-%llu", (int)getpid(),
+                 (unsigned long long)(sg_now_ns() / 1000u));
     size_t cap = strlen(s) + 1, len = 0;
-    for (const char *p = s; (p = strstr(p, "{run}")); p += 5) cap += strlen(id);
+    for (const char *p = s; (p = strstr(p, "{run}")); p += 5)
+        cap += strlen(id);
     char *out = sg_xmalloc(cap);
     for (const char *p = s; *p;) {
         if (strncmp(p, "{run}", 5) == 0) {

@@ -57,17 +57,18 @@ int bc_url_parse(const char *url, bc_url_t *out, char *err, size_t errlen)
     return 0;
 }
 
-char *bc_request(const char *method, const bc_url_t *url, const char *extra, const char *body, size_t body_len,
-                 size_t *len)
+char *bc_request(const char *method, const bc_url_t *url, const char *extra, const char *body,
+                 size_t body_len, size_t *len)
 {
     char head[4096 + 2048];
     int n;
     if (body)
-        n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n%s\r\n", method,
+        n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n%s\r\n", method,
                      url->path, url->hostport, body_len, extra ? extra : "");
     else
-        n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", method, url->path, url->hostport,
-                     extra ? extra : "");
+        n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", method, url->path,
+                     url->hostport, extra ? extra : "");
     if (n < 0 || (size_t)n >= sizeof(head)) return NULL;
     size_t total = (size_t)n + (body ? body_len : 0);
     char *out = sg_xmalloc(total + 1);

@@ -37,9 +37,9 @@ typedef struct bc_ops {
     void (*on_connect)(bc_conn_t *c, int status); /* status < 0: failed, the close follows */
     int (*on_headers)(bc_conn_t *c);              /* c->status holds the HTTP status */
     int (*on_body)(bc_conn_t *c, const char *p, size_t n);
-    int (*on_complete)(bc_conn_t *c);             /* one response finished */
-    void (*on_error)(bc_conn_t *c, int err);      /* EOF (UV_EOF), read/write/parse error */
-    void (*on_close)(bc_conn_t *c);               /* handle closed: the owner may free c */
+    int (*on_complete)(bc_conn_t *c);        /* one response finished */
+    void (*on_error)(bc_conn_t *c, int err); /* EOF (UV_EOF), read/write/parse error */
+    void (*on_close)(bc_conn_t *c);          /* handle closed: the owner may free c */
 } bc_ops_t;
 
 struct bc_conn {
@@ -48,7 +48,7 @@ struct bc_conn {
     llhttp_t parser;
     const bc_ops_t *ops;
     void *ud;
-    int status;          /* of the response being parsed */
+    int status; /* of the response being parsed */
     unsigned connected : 1, closing : 1, paused : 1, failed : 1;
     uint32_t writes_pending;
     uint64_t bytes_in;
@@ -57,12 +57,12 @@ struct bc_conn {
 int bc_connect(uv_loop_t *loop, bc_conn_t *c, const bc_url_t *url, const bc_ops_t *ops, void *ud);
 /* Queues a copy of p. 0 or a negative code (the connection is not usable then). */
 int bc_write(bc_conn_t *c, const char *p, size_t n);
-void bc_pause(bc_conn_t *c);  /* stop reading: the kernel buffers fill, the server sees it */
+void bc_pause(bc_conn_t *c); /* stop reading: the kernel buffers fill, the server sees it */
 void bc_resume(bc_conn_t *c);
-void bc_close(bc_conn_t *c);  /* idempotent; on_close follows */
+void bc_close(bc_conn_t *c); /* idempotent; on_close follows */
 
 /* A request head (+ body) in a malloc'd string: method, url's path, Host, Content-Length when
  * body != NULL, then extra (already "Name: value\r\n" lines, or NULL). *len gets its length. */
-char *bc_request(const char *method, const bc_url_t *url, const char *extra, const char *body, size_t body_len,
-                 size_t *len);
+char *bc_request(const char *method, const bc_url_t *url, const char *extra, const char *body,
+                 size_t body_len, size_t *len);
 #endif

@@ -24,7 +24,8 @@ int bench_lifecycle_main(int argc, char **argv);
 json_t *bench_doc_new(const char *scenario, json_t *params);
 /* Parses opts into cfg; prints help or the error. Returns 0 to go on, else the exit code. */
 struct sg_opt;
-int bench_parse(const struct sg_opt *opts, size_t n, void *cfg, int argc, char **argv, const char *usage, int *exit_code);
+int bench_parse(const struct sg_opt *opts, size_t n, void *cfg, int argc, char **argv,
+                const char *usage, int *exit_code);
 /* Replaces every "{run}" in s by a per-process run id (malloc'd result). */
 char *bench_subst_run(const char *s);
 #endif

@@ -16,7 +16,8 @@ static int event_type(const char *d, size_t n, char *out, size_t outlen)
     if (!p) return -1;
     p += 8;
     size_t i = 0;
-    while (p < d + n && *p != '"' && i + 1 < outlen) out[i++] = *p++;
+    while (p < d + n && *p != '"' && i + 1 < outlen)
+        out[i++] = *p++;
     out[i] = 0;
     return 0;
 }
@@ -153,8 +154,9 @@ static const bc_ops_t q_ops = {
     .on_close = q_on_close,
 };
 
-int breq_start(uv_loop_t *loop, breq_t *q, const bc_url_t *url, const char *method, const char *extra,
-               const char *body, size_t body_len, int sse, breq_done_cb done, void *ud)
+int breq_start(uv_loop_t *loop, breq_t *q, const bc_url_t *url, const char *method,
+               const char *extra, const char *body, size_t body_len, int sse, breq_done_cb done,
+               void *ud)
 {
     free(q->req);
     free(q->body);

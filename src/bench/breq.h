@@ -13,7 +13,7 @@
 #include "sandgate/sse.h"
 
 #define BREQ_MAX_BODY (256u * 1024u)
-#define BREQ_NO_EXIT INT64_MIN
+#define BREQ_NO_EXIT  INT64_MIN
 
 typedef struct breq breq_t;
 typedef void (*breq_done_cb)(breq_t *q);
@@ -40,8 +40,9 @@ struct breq {
 
 /* Starts method url (extra: "Name: value\r\n" lines or NULL; body may be NULL). On a start
  * failure done() still runs (from the close). */
-int breq_start(uv_loop_t *loop, breq_t *q, const bc_url_t *url, const char *method, const char *extra,
-               const char *body, size_t body_len, int sse, breq_done_cb done, void *ud);
+int breq_start(uv_loop_t *loop, breq_t *q, const bc_url_t *url, const char *method,
+               const char *extra, const char *body, size_t body_len, int sse, breq_done_cb done,
+               void *ud);
 /* Abandons the request (err = SG_ETIMEDOUT unless already set); done() follows. */
 void breq_cancel(breq_t *q, int err);
 void breq_free(breq_t *q); /* frees what a finished request still holds (body, request text) */

@@ -76,7 +76,8 @@ static void add_proc(int pid, bs_proc_t *out, int depth)
     FILE *f = fopen(path, "r");
     if (!f) return;
     int child;
-    while (fscanf(f, "%d", &child) == 1) add_proc(child, out, depth + 1);
+    while (fscanf(f, "%d", &child) == 1)
+        add_proc(child, out, depth + 1);
     fclose(f);
 }
 
@@ -108,7 +109,8 @@ void bs_sock_sample(bs_sock_t *out)
     while (fgets(line, sizeof(line), f)) {
         long long a, b, c, d, e;
         if (sscanf(line, "sockets: used %lld", &a) == 1) out->sockets_used = a;
-        if (sscanf(line, "TCP: inuse %lld orphan %lld tw %lld alloc %lld mem %lld", &a, &b, &c, &d, &e) == 5) {
+        if (sscanf(line, "TCP: inuse %lld orphan %lld tw %lld alloc %lld mem %lld", &a, &b, &c, &d,
+                   &e) == 5) {
             out->tcp_inuse = a;
             out->tcp_orphan = b;
             out->tcp_tw = c;
@@ -118,6 +120,20 @@ void bs_sock_sample(bs_sock_t *out)
         }
     }
     fclose(f);
+    out->slab_bytes = -1;
+    f = fopen("/proc/slabinfo", "r");
+    if (!f) return;
+    int64_t sum = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char name[64];
+        long long active, num, objsize;
+        if (sscanf(line, "%63s %lld %lld %lld", name, &active, &num, &objsize) != 4) continue;
+        if (strcmp(name, "TCP") == 0 || strcmp(name, "sock_inode_cache") == 0 ||
+            strcmp(name, "eventpoll_epi") == 0)
+            sum += active * objsize;
+    }
+    fclose(f);
+    out->slab_bytes = sum;
 }
 
 json_t *bs_cpu_json(const bs_proc_t *a, const bs_proc_t *b, double wall_s)
@@ -131,10 +147,14 @@ json_t *bs_cpu_json(const bs_proc_t *a, const bs_proc_t *b, double wall_s)
 json_t *bs_sock_json(const bs_sock_t *s)
 {
     if (!s->ok) return json_null();
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "sockets_used", (json_int_t)s->sockets_used, "tcp_inuse",
-                     (json_int_t)s->tcp_inuse, "tcp_alloc", (json_int_t)s->tcp_alloc, "tcp_orphan",
-                     (json_int_t)s->tcp_orphan, "tcp_mem_pages", (json_int_t)s->tcp_mem_pages, "tcp_mem_bytes",
-                     (json_int_t)(s->tcp_mem_pages * bs_page_size()));
+    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "sockets_used", (json_int_t)s->sockets_used,
+                          "tcp_inuse", (json_int_t)s->tcp_inuse, "tcp_alloc",
+                          (json_int_t)s->tcp_alloc, "tcp_orphan", (json_int_t)s->tcp_orphan,
+                          "tcp_mem_pages", (json_int_t)s->tcp_mem_pages, "tcp_mem_bytes",
+                          (json_int_t)(s->tcp_mem_pages * bs_page_size()));
+    json_object_set_new(j, "socket_slab_bytes",
+                        s->slab_bytes >= 0 ? json_integer((json_int_t)s->slab_bytes) : json_null());
+    return j;
 }
 
 int bs_write_json(const json_t *doc, const char *path)

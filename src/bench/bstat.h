@@ -5,17 +5,19 @@
  * Server figures come from /proc/<pid>/stat (utime + stime, clock ticks) and
  * /proc/<pid>/status (VmRSS); descendants from /proc/<pid>/task/<pid>/children. Kernel socket
  * memory from /proc/net/sockstat ("TCP: ... mem N" is pages charged to all TCP sockets on the
- * host, both ends of a loopback benchmark included: the report says so). */
+ * host, both ends of a loopback benchmark included: the report says so), and, when
+ * /proc/slabinfo is readable, the slab bytes of the per-socket kernel objects (TCP,
+ * sock_inode_cache, eventpoll_epi): what an idle socket costs, since it queues no data. */
 #ifndef SANDGATE_BENCH_BSTAT_H
 #define SANDGATE_BENCH_BSTAT_H
 #include <jansson.h>
 #include <stdint.h>
 
 typedef struct bs_proc {
-    int ok;              /* 0: no pid given or it vanished */
-    int nprocs;          /* the pid and its descendants */
-    uint64_t rss_kb;     /* summed VmRSS */
-    double cpu_user_s;   /* summed */
+    int ok;            /* 0: no pid given or it vanished */
+    int nprocs;        /* the pid and its descendants */
+    uint64_t rss_kb;   /* summed VmRSS */
+    double cpu_user_s; /* summed */
     double cpu_sys_s;
 } bs_proc_t;
 
@@ -23,6 +25,7 @@ typedef struct bs_sock {
     int ok;
     int64_t sockets_used;
     int64_t tcp_inuse, tcp_orphan, tcp_tw, tcp_alloc, tcp_mem_pages;
+    int64_t slab_bytes; /* TCP + sock_inode_cache + eventpoll_epi objects (-1: unreadable) */
 } bs_sock_t;
 
 /* pid <= 0 gives ok = 0. */

@@ -48,7 +48,8 @@ struct ex_run {
     size_t body_len;
     ex_slot_t *slots;
     uint32_t nslots;
-    uint64_t started, finished, ok, errors, http_errors, conn_errors, proto_errors, timeouts, nonzero_exit;
+    uint64_t started, finished, ok, errors, http_errors, conn_errors, proto_errors, timeouts,
+        nonzero_exit;
     uint64_t out_lines, err_lines, out_bytes, wire_bytes, events;
     json_t *exit_codes;
     bh_hist_t first_byte, first_event, completion;
@@ -77,17 +78,23 @@ static void ex_done(breq_t *q)
         bh_record(&r->completion, q->t_final - q->t_start);
         r->ok++;
         char k[32];
-        if (q->exit_code == BREQ_NO_EXIT) snprintf(k, sizeof(k), "unknown");
-        else snprintf(k, sizeof(k), "%lld", (long long)q->exit_code);
+        if (q->exit_code == BREQ_NO_EXIT)
+            snprintf(k, sizeof(k), "unknown");
+        else
+            snprintf(k, sizeof(k), "%lld", (long long)q->exit_code);
         json_t *v = json_object_get(r->exit_codes, k);
         json_object_set_new(r->exit_codes, k, json_integer(v ? json_integer_value(v) + 1 : 1));
         if (q->exit_code != 0) r->nonzero_exit++;
     } else {
         r->errors++;
-        if (q->err == SG_ETIMEDOUT) r->timeouts++;
-        else if (q->status && q->status != 200) r->http_errors++;
-        else if (q->err == SG_EPROTO || (q->status == 200 && !q->final)) r->proto_errors++;
-        else r->conn_errors++;
+        if (q->err == SG_ETIMEDOUT)
+            r->timeouts++;
+        else if (q->status && q->status != 200)
+            r->http_errors++;
+        else if (q->err == SG_EPROTO || (q->status == 200 && !q->final))
+            r->proto_errors++;
+        else
+            r->conn_errors++;
         if (r->errors <= 5)
             fprintf(stderr, "sandgate-bench: request failed: status %d, %s%s%.200s\n", q->status,
                     q->err ? sg_strerror(q->err) : "no final event", q->body_len ? ": " : "",
@@ -132,8 +139,10 @@ static void ex_sweep(uv_timer_t *t)
     }
 }
 
-#define OPT(name, type, field, def, min, max, help)                                                                \
-    {name, NULL, type, offsetof(ex_cfg_t, field), def, min, max, NULL, help}
+#define OPT(name, type, field, def, min, max, help)                                                \
+    {                                                                                              \
+        name, NULL, type, offsetof(ex_cfg_t, field), def, min, max, NULL, help                     \
+    }
 
 static const sg_opt_t exec_opts[] = {
     OPT("url", SG_OPT_STRING, url, "http://127.0.0.1:44772", 0, 0,
@@ -144,7 +153,8 @@ static const sg_opt_t exec_opts[] = {
     OPT("timeout", SG_OPT_DURATION, timeout_ms, "60s", 1, 86400000, "per request"),
     OPT("header", SG_OPT_STRING, header, NULL, 0, 0, "one extra request header, 'Name: value'"),
     OPT("token", SG_OPT_STRING, token, NULL, 0, 0, "X-EXECD-ACCESS-TOKEN value"),
-    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0, "server process for CPU time (with descendants)"),
+    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
+        "server process for CPU time (with descendants)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -160,7 +170,8 @@ static const sg_opt_t relay_opts[] = {
     OPT("timeout", SG_OPT_DURATION, timeout_ms, "300s", 1, 86400000, "per stream"),
     OPT("header", SG_OPT_STRING, header, NULL, 0, 0, "one extra request header, 'Name: value'"),
     OPT("token", SG_OPT_STRING, token, NULL, 0, 0, "X-EXECD-ACCESS-TOKEN value"),
-    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0, "server process for CPU time (with descendants)"),
+    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
+        "server process for CPU time (with descendants)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -172,9 +183,11 @@ static int parse_urls(ex_run_t *r)
     char *list = sg_xmalloc(strlen(r->cfg.url) + 1);
     strcpy(list, r->cfg.url);
     int rc = 0;
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         size_t n = strlen(tok);
-        while (n && tok[n - 1] == '/') tok[--n] = 0;
+        while (n && tok[n - 1] == '/')
+            tok[--n] = 0;
         char *full = sg_xmalloc(n + 16);
         snprintf(full, n + 16, "%s/command", tok);
         r->urls = sg_xrealloc(r->urls, (r->nurls + 1) * sizeof(*r->urls));
@@ -200,9 +213,12 @@ static int ex_main(int relay, int argc, char **argv)
     r->relay = relay;
     int code;
     const sg_opt_t *opts = relay ? relay_opts : exec_opts;
-    size_t nopts = relay ? sizeof(relay_opts) / sizeof(relay_opts[0]) : sizeof(exec_opts) / sizeof(exec_opts[0]);
-    const char *usage = relay ? "sandgate-bench relay [flags]: bulk command output streamed to the client"
-                              : "sandgate-bench exec [flags]: many short commands, first-byte and completion latency";
+    size_t nopts = relay ? sizeof(relay_opts) / sizeof(relay_opts[0])
+                         : sizeof(exec_opts) / sizeof(exec_opts[0]);
+    const char *usage =
+        relay
+            ? "sandgate-bench relay [flags]: bulk command output streamed to the client"
+            : "sandgate-bench exec [flags]: many short commands, first-byte and completion latency";
     if (bench_parse(opts, nopts, &r->cfg, argc, argv, usage, &code)) {
         free(r);
         return code;
@@ -218,16 +234,21 @@ static int ex_main(int relay, int argc, char **argv)
     r->body = json_dumps(b, JSON_COMPACT);
     r->body_len = strlen(r->body);
     json_decref(b);
-    size_t xl = 256 + (r->cfg.header ? strlen(r->cfg.header) : 0) + (r->cfg.token ? strlen(r->cfg.token) : 0);
+    size_t xl = 256 + (r->cfg.header ? strlen(r->cfg.header) : 0) +
+                (r->cfg.token ? strlen(r->cfg.token) : 0);
     r->extra = sg_xmalloc(xl);
-    snprintf(r->extra, xl, "Content-Type: application/json\r\nAccept: text/event-stream\r\nConnection: close\r\n%s%s%s%s%s",
-             r->cfg.header ? r->cfg.header : "", r->cfg.header ? "\r\n" : "", r->cfg.token ? "X-EXECD-ACCESS-TOKEN: " : "",
-             r->cfg.token ? r->cfg.token : "", r->cfg.token ? "\r\n" : "");
+    snprintf(r->extra, xl,
+             "Content-Type: application/json\r\nAccept: text/event-stream\r\nConnection: "
+             "close\r\n%s%s%s%s%s",
+             r->cfg.header ? r->cfg.header : "", r->cfg.header ? "\r\n" : "",
+             r->cfg.token ? "X-EXECD-ACCESS-TOKEN: " : "", r->cfg.token ? r->cfg.token : "",
+             r->cfg.token ? "\r\n" : "");
     r->exit_codes = json_object();
     bh_init(&r->first_byte);
     bh_init(&r->first_event);
     bh_init(&r->completion);
-    r->nslots = (uint32_t)(r->cfg.concurrency < r->cfg.requests ? r->cfg.concurrency : r->cfg.requests);
+    r->nslots =
+        (uint32_t)(r->cfg.concurrency < r->cfg.requests ? r->cfg.concurrency : r->cfg.requests);
     r->slots = sg_xcalloc(r->nslots, sizeof(*r->slots));
 
     uv_loop_t loop;
@@ -244,56 +265,69 @@ static int ex_main(int relay, int argc, char **argv)
         ex_next(r, &r->slots[i]);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0) fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
+    if (uv_loop_close(&loop) != 0)
+        fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
 
     double wall = (double)(r->t1 - r->t0) / 1e9;
-    json_t *params = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "url", r->cfg.url, "command", r->cfg.command, "requests",
-                               (json_int_t)r->cfg.requests, relay ? "streams" : "concurrency",
-                               (json_int_t)r->cfg.concurrency, "timeout_ms", (json_int_t)r->cfg.timeout_ms,
-                               "server_pid", (json_int_t)r->cfg.server_pid);
+    json_t *params =
+        json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "url", r->cfg.url, "command", r->cfg.command,
+                  "requests", (json_int_t)r->cfg.requests, relay ? "streams" : "concurrency",
+                  (json_int_t)r->cfg.concurrency, "timeout_ms", (json_int_t)r->cfg.timeout_ms,
+                  "server_pid", (json_int_t)r->cfg.server_pid);
     json_t *doc = bench_doc_new(relay ? "relay" : "exec", params);
-    json_object_set_new(doc, "counts",
-                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)r->finished, "completed",
-                                  (json_int_t)r->ok, "nonzero_exit", (json_int_t)r->nonzero_exit, "events",
-                                  (json_int_t)r->events, "stdout_lines", (json_int_t)r->out_lines, "stderr_lines",
-                                  (json_int_t)r->err_lines, "output_event_bytes", (json_int_t)r->out_bytes));
+    json_object_set_new(
+        doc, "counts",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)r->finished, "completed",
+                  (json_int_t)r->ok, "nonzero_exit", (json_int_t)r->nonzero_exit, "events",
+                  (json_int_t)r->events, "stdout_lines", (json_int_t)r->out_lines, "stderr_lines",
+                  (json_int_t)r->err_lines, "output_event_bytes", (json_int_t)r->out_bytes));
     json_object_set_new(doc, "exit_codes", r->exit_codes);
     json_object_set_new(doc, "errors",
-                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)r->errors, "connect",
-                                  (json_int_t)r->conn_errors, "http_status", (json_int_t)r->http_errors, "protocol",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "total", (json_int_t)r->errors,
+                                  "connect", (json_int_t)r->conn_errors, "http_status",
+                                  (json_int_t)r->http_errors, "protocol",
                                   (json_int_t)r->proto_errors, "timeout", (json_int_t)r->timeouts));
-    json_object_set_new(doc, "throughput",
-                        json_pack("{s:f,s:f,s:f,s:f,s:f}", "duration_s", wall, "requests_per_s",
-                                  wall > 0 ? (double)r->ok / wall : 0.0, "lines_per_s",
-                                  wall > 0 ? (double)(r->out_lines + r->err_lines) / wall : 0.0, "output_mb_per_s",
-                                  wall > 0 ? (double)r->out_bytes / wall / 1e6 : 0.0, "wire_mb_per_s",
-                                  wall > 0 ? (double)r->wire_bytes / wall / 1e6 : 0.0));
+    json_object_set_new(
+        doc, "throughput",
+        json_pack("{s:f,s:f,s:f,s:f,s:f}", "duration_s", wall, "requests_per_s",
+                  wall > 0 ? (double)r->ok / wall : 0.0, "lines_per_s",
+                  wall > 0 ? (double)(r->out_lines + r->err_lines) / wall : 0.0, "output_mb_per_s",
+                  wall > 0 ? (double)r->out_bytes / wall / 1e6 : 0.0, "wire_mb_per_s",
+                  wall > 0 ? (double)r->wire_bytes / wall / 1e6 : 0.0));
     json_t *lat = json_object();
     json_object_set_new(lat, "first_byte", bh_to_json(&r->first_byte, 1e6));
     json_object_set_new(lat, "first_event", bh_to_json(&r->first_event, 1e6));
     json_object_set_new(lat, "completion", bh_to_json(&r->completion, 1e6));
     json_object_set_new(doc, "latency_ms", lat);
-    json_object_set_new(doc, "cpu", json_pack("{s:o,s:o}", "bench", bs_cpu_json(&r->self0, &r->self1, wall), "server",
-                                              bs_cpu_json(&r->srv0, &r->srv1, wall)));
+    json_object_set_new(doc, "cpu",
+                        json_pack("{s:o,s:o}", "bench", bs_cpu_json(&r->self0, &r->self1, wall),
+                                  "server", bs_cpu_json(&r->srv0, &r->srv1, wall)));
     int ok = r->errors == 0 && r->ok == (uint64_t)r->cfg.requests;
     json_object_set_new(doc, "ok", json_boolean(ok));
     int wrc = bs_write_json(doc, r->cfg.out);
     if (!r->cfg.quiet) {
-        fprintf(stderr, "%s: %llu/%llu commands completed (%llu non-zero exit), %llu errors, %.2f s\n",
-                relay ? "relay" : "exec", (unsigned long long)r->ok, (unsigned long long)r->cfg.requests,
-                (unsigned long long)r->nonzero_exit, (unsigned long long)r->errors, wall);
+        fprintf(stderr,
+                "%s: %llu/%llu commands completed (%llu non-zero exit), %llu errors, %.2f s\n",
+                relay ? "relay" : "exec", (unsigned long long)r->ok,
+                (unsigned long long)r->cfg.requests, (unsigned long long)r->nonzero_exit,
+                (unsigned long long)r->errors, wall);
         if (r->completion.count)
             fprintf(stderr, "  completion ms: p50 %.3f p90 %.3f p99 %.3f p99.9 %.3f max %.3f\n",
-                    bh_percentile(&r->completion, 0.5) / 1e6, bh_percentile(&r->completion, 0.9) / 1e6,
-                    bh_percentile(&r->completion, 0.99) / 1e6, bh_percentile(&r->completion, 0.999) / 1e6,
-                    r->completion.max / 1e6);
+                    bh_percentile(&r->completion, 0.5) / 1e6,
+                    bh_percentile(&r->completion, 0.9) / 1e6,
+                    bh_percentile(&r->completion, 0.99) / 1e6,
+                    bh_percentile(&r->completion, 0.999) / 1e6, r->completion.max / 1e6);
         if (relay && wall > 0)
             fprintf(stderr, "  %.0f lines/s, %.1f MB/s of output events (%.1f MB/s on the wire)\n",
                     (double)(r->out_lines + r->err_lines) / wall, (double)r->out_bytes / wall / 1e6,
                     (double)r->wire_bytes / wall / 1e6);
-        fprintf(stderr, "  cpu: bench %.2f s", (r->self1.cpu_user_s + r->self1.cpu_sys_s) - (r->self0.cpu_user_s + r->self0.cpu_sys_s));
+        fprintf(stderr, "  cpu: bench %.2f s",
+                (r->self1.cpu_user_s + r->self1.cpu_sys_s) -
+                    (r->self0.cpu_user_s + r->self0.cpu_sys_s));
         if (r->srv0.ok && r->srv1.ok)
-            fprintf(stderr, ", server %.2f s", (r->srv1.cpu_user_s + r->srv1.cpu_sys_s) - (r->srv0.cpu_user_s + r->srv0.cpu_sys_s));
+            fprintf(stderr, ", server %.2f s",
+                    (r->srv1.cpu_user_s + r->srv1.cpu_sys_s) -
+                        (r->srv0.cpu_user_s + r->srv0.cpu_sys_s));
         fprintf(stderr, "\n  %s\n", ok ? "ok" : "NOT OK (see errors in the JSON document)");
     }
     json_decref(doc);
@@ -305,5 +339,11 @@ static int ex_main(int relay, int argc, char **argv)
     return wrc < 0 ? 1 : ok ? 0 : 1;
 }
 
-int bench_exec_main(int argc, char **argv) { return ex_main(0, argc, argv); }
-int bench_relay_main(int argc, char **argv) { return ex_main(1, argc, argv); }
+int bench_exec_main(int argc, char **argv)
+{
+    return ex_main(0, argc, argv);
+}
+int bench_relay_main(int argc, char **argv)
+{
+    return ex_main(1, argc, argv);
+}

@@ -66,7 +66,8 @@ struct fo {
     size_t sub_req_len;
     fo_sub_t *subs;
     uint32_t n, nslow;
-    uint32_t next_connect, connecting, ready, closed_early, failed_connect, http_errors, proto_errors;
+    uint32_t next_connect, connecting, ready, closed_early, failed_connect, http_errors,
+        proto_errors;
     uint32_t open_handles;
     uint32_t complete_subs, fast_ready, ready_fast_total;
     int pub_state; /* 0 connecting, 1 up, 2 gone */
@@ -76,12 +77,12 @@ struct fo {
     /* publisher */
     bc_conn_t pub;
     int pub_ok;
-    uint64_t events;           /* to publish */
+    uint64_t events; /* to publish */
     uint64_t sent, acked, pub_errors, late;
-    uint64_t *sent_at;         /* per event, for the ack latency (FIFO: pipelined) */
+    uint64_t *sent_at; /* per event, for the ack latency (FIFO: pipelined) */
     uint64_t t0, t_last_send;
     double period_ns;
-    char *body;                /* scratch, size cfg.size + 128 */
+    char *body; /* scratch, size cfg.size + 128 */
     /* results */
     uint64_t delivered, delivered_slow, gaps, dups, foreign;
     bh_hist_t lat, lat_sched, lag, ack, conn_lat;
@@ -127,8 +128,10 @@ static int sub_on_event(void *ud, const sg_sse_msg_t *m)
         return 0;
     }
     s->received++;
-    if (s->slow) r->delivered_slow++;
-    else r->delivered++;
+    if (s->slow)
+        r->delivered_slow++;
+    else
+        r->delivered++;
     if (seq == s->next_seq) {
         s->next_seq++;
     } else if (seq > s->next_seq) {
@@ -143,7 +146,8 @@ static int sub_on_event(void *ud, const sg_sse_msg_t *m)
         bh_record(&r->lat, now > sent ? now - sent : 0);
         bh_record(&r->lat_sched, now > sched ? now - sched : 0);
     }
-    if (!s->complete && !s->slow && s->next_seq >= r->events && s->received == r->events && !s->gaps && !s->dups) {
+    if (!s->complete && !s->slow && s->next_seq >= r->events && s->received == r->events &&
+        !s->gaps && !s->dups) {
         s->complete = 1;
         r->complete_subs++;
         fo_maybe_done(r);
@@ -214,8 +218,10 @@ static void sub_on_close(bc_conn_t *c)
     s->state = SUB_CLOSED;
     sg_sse_decoder_free(&s->dec);
     r->open_handles--;
-    if (r->phase == PH_CONNECT) connect_more(r);
-    else fo_maybe_done(r);
+    if (r->phase == PH_CONNECT)
+        connect_more(r);
+    else
+        fo_maybe_done(r);
 }
 
 static const bc_ops_t sub_ops = {
@@ -228,7 +234,8 @@ static const bc_ops_t sub_ops = {
 
 static void connect_more(fo_t *r)
 {
-    while (r->phase == PH_CONNECT && r->next_connect < r->n && r->connecting < (uint32_t)r->cfg.connect_conc) {
+    while (r->phase == PH_CONNECT && r->next_connect < r->n &&
+           r->connecting < (uint32_t)r->cfg.connect_conc) {
         fo_sub_t *s = &r->subs[r->next_connect++];
         s->run = r;
         s->state = SUB_CONNECTING;
@@ -295,11 +302,13 @@ static const bc_ops_t pub_ops = {
 static void publish_one(fo_t *r, uint64_t seq, uint64_t sched)
 {
     uint64_t now = sg_now_ns();
-    int n = snprintf(r->body, (size_t)r->cfg.size + 128, "{\"seq\":%llu,\"s\":%llu,\"t\":%llu,\"p\":\"",
-                     (unsigned long long)seq, (unsigned long long)sched, (unsigned long long)now);
+    int n =
+        snprintf(r->body, (size_t)r->cfg.size + 128, "{\"seq\":%llu,\"s\":%llu,\"t\":%llu,\"p\":\"",
+                 (unsigned long long)seq, (unsigned long long)sched, (unsigned long long)now);
     size_t len = (size_t)n;
     size_t want = (size_t)r->cfg.size;
-    while (len + 2 < want) r->body[len++] = 'x';
+    while (len + 2 < want)
+        r->body[len++] = 'x';
     r->body[len++] = '"';
     r->body[len++] = '}';
     size_t reqlen;
@@ -329,7 +338,8 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = sg_now_ns();
     double due_d = floor((double)(now - r->t0) / r->period_ns) + 1;
     uint64_t due = due_d > (double)r->events ? r->events : (uint64_t)due_d;
-    while (r->sent < due && r->pub_state == 1 && !r->pub.closing) publish_one(r, r->sent, r->t0 + (uint64_t)((double)r->sent * r->period_ns));
+    while (r->sent < due && r->pub_state == 1 && !r->pub.closing)
+        publish_one(r, r->sent, r->t0 + (uint64_t)((double)r->sent * r->period_ns));
     if (r->pub_state != 1 || r->pub.closing) {
         /* The publisher is gone: what is left will never be sent. */
         r->pub_errors += r->events - r->sent;
@@ -419,6 +429,7 @@ static void on_sample(uv_timer_t *t)
         if (s.tcp_orphan > m->tcp_orphan) m->tcp_orphan = s.tcp_orphan;
         if (s.tcp_tw > m->tcp_tw) m->tcp_tw = s.tcp_tw;
         if (s.tcp_mem_pages > m->tcp_mem_pages) m->tcp_mem_pages = s.tcp_mem_pages;
+        if (s.slab_bytes > m->slab_bytes) m->slab_bytes = s.slab_bytes;
     }
 }
 
@@ -457,14 +468,18 @@ static void fo_finish(fo_t *r)
 
 /* ---- the document */
 
-static double secs(uint64_t a, uint64_t b) { return b > a ? (double)(b - a) / 1e9 : 0.0; }
+static double secs(uint64_t a, uint64_t b)
+{
+    return b > a ? (double)(b - a) / 1e9 : 0.0;
+}
 
 static json_t *mem_json(fo_t *r)
 {
     json_t *m = json_object();
     uint32_t held = r->ready;
     if (r->srv0.ok && r->srv_ready.ok) {
-        double per = held ? ((double)r->srv_ready.rss_kb - (double)r->srv0.rss_kb) * 1024.0 / held : 0;
+        double per =
+            held ? ((double)r->srv_ready.rss_kb - (double)r->srv0.rss_kb) * 1024.0 / held : 0;
         json_object_set_new(m, "server_rss_kb_before", json_integer((json_int_t)r->srv0.rss_kb));
         json_object_set_new(m, "server_rss_kb_held", json_integer((json_int_t)r->srv_ready.rss_kb));
         json_object_set_new(m, "server_rss_kb_max", json_integer((json_int_t)r->srv_rss_max_kb));
@@ -474,7 +489,8 @@ static json_t *mem_json(fo_t *r)
         json_object_set_new(m, "server_rss_kb_before", json_null());
         json_object_set_new(m, "server_rss_bytes_per_subscriber", json_null());
     }
-    double self_per = held ? ((double)r->self_ready.rss_kb - (double)r->self0.rss_kb) * 1024.0 / held : 0;
+    double self_per =
+        held ? ((double)r->self_ready.rss_kb - (double)r->self0.rss_kb) * 1024.0 / held : 0;
     json_object_set_new(m, "bench_rss_kb_before", json_integer((json_int_t)r->self0.rss_kb));
     json_object_set_new(m, "bench_rss_kb_held", json_integer((json_int_t)r->self_ready.rss_kb));
     json_object_set_new(m, "bench_rss_bytes_per_subscriber", json_real(self_per));
@@ -483,26 +499,34 @@ static json_t *mem_json(fo_t *r)
     json_object_set_new(m, "sockstat_max", bs_sock_json(&r->sock_max));
     json_object_set_new(m, "sockstat_end", bs_sock_json(&r->sock_end));
     if (r->sock0.ok && r->sock_ready.ok && held) {
-        double kb = (double)(r->sock_ready.tcp_mem_pages - r->sock0.tcp_mem_pages) * (double)bs_page_size() / held;
+        double kb = (double)(r->sock_ready.tcp_mem_pages - r->sock0.tcp_mem_pages) *
+                    (double)bs_page_size() / held;
         json_object_set_new(m, "tcp_mem_bytes_per_subscriber_both_ends", json_real(kb));
     } else {
         json_object_set_new(m, "tcp_mem_bytes_per_subscriber_both_ends", json_null());
     }
+    if (r->sock0.slab_bytes >= 0 && r->sock_ready.slab_bytes >= 0 && held)
+        json_object_set_new(
+            m, "socket_slab_bytes_per_subscriber_both_ends",
+            json_real((double)(r->sock_ready.slab_bytes - r->sock0.slab_bytes) / held));
+    else
+        json_object_set_new(m, "socket_slab_bytes_per_subscriber_both_ends", json_null());
     return m;
 }
 
 static json_t *fo_doc(fo_t *r, int *ok)
 {
     const char *names[] = {"fanout", "idle", "slow"};
-    json_t *params = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "sub_url", r->cfg.sub_url,
-                               "pub_url", r->cfg.pub_url, "subscribers", (json_int_t)r->n, "events",
-                               (json_int_t)r->cfg.events, "rate", (json_int_t)r->cfg.rate, "size",
-                               (json_int_t)r->cfg.size, "connect_concurrency", (json_int_t)r->cfg.connect_conc,
-                               "warmup_ms", (json_int_t)r->cfg.warmup_ms, "drain_timeout_ms",
-                               (json_int_t)r->cfg.drain_ms, "late_after_ms", (json_int_t)r->cfg.late_ms,
-                               "server_pid", (json_int_t)r->cfg.server_pid, "slow_subscribers",
-                               (json_int_t)r->nslow);
-    if (r->mode == MODE_IDLE) json_object_set_new(params, "hold_ms", json_integer((json_int_t)r->cfg.hold_ms));
+    json_t *params = json_pack(
+        "{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "sub_url", r->cfg.sub_url, "pub_url",
+        r->cfg.pub_url, "subscribers", (json_int_t)r->n, "events", (json_int_t)r->cfg.events,
+        "rate", (json_int_t)r->cfg.rate, "size", (json_int_t)r->cfg.size, "connect_concurrency",
+        (json_int_t)r->cfg.connect_conc, "warmup_ms", (json_int_t)r->cfg.warmup_ms,
+        "drain_timeout_ms", (json_int_t)r->cfg.drain_ms, "late_after_ms",
+        (json_int_t)r->cfg.late_ms, "server_pid", (json_int_t)r->cfg.server_pid, "slow_subscribers",
+        (json_int_t)r->nslow);
+    if (r->mode == MODE_IDLE)
+        json_object_set_new(params, "hold_ms", json_integer((json_int_t)r->cfg.hold_ms));
     json_t *doc = bench_doc_new(names[r->mode], params);
     uint32_t fast = r->n - r->nslow;
     uint64_t slow_recv_min = UINT64_MAX, slow_recv_max = 0;
@@ -514,33 +538,39 @@ static json_t *fo_doc(fo_t *r, int *ok)
     /* Deliveries owed: every reading subscriber that got its headers, every acked event. */
     uint64_t fast_ready_n = r->ready_fast_total;
     uint64_t expected_fast = fast_ready_n * r->acked;
-    json_t *counts = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "subscribers", (json_int_t)r->n,
-        "subscribers_ready", (json_int_t)r->ready, "subscribers_complete", (json_int_t)r->complete_subs,
-        "subscribers_reading", (json_int_t)fast, "subscribers_closed_early", (json_int_t)r->closed_early,
-        "events_published", (json_int_t)r->sent, "events_acked", (json_int_t)r->acked, "events_late",
-        (json_int_t)r->late, "deliveries_expected", (json_int_t)expected_fast, "deliveries",
-        (json_int_t)r->delivered, "deliveries_to_slow", (json_int_t)r->delivered_slow, "gaps",
-        (json_int_t)r->gaps, "duplicates", (json_int_t)r->dups, "foreign_events", (json_int_t)r->foreign);
+    json_t *counts =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "subscribers",
+                  (json_int_t)r->n, "subscribers_ready", (json_int_t)r->ready,
+                  "subscribers_complete", (json_int_t)r->complete_subs, "subscribers_reading",
+                  (json_int_t)fast, "subscribers_closed_early", (json_int_t)r->closed_early,
+                  "events_published", (json_int_t)r->sent, "events_acked", (json_int_t)r->acked,
+                  "events_late", (json_int_t)r->late, "deliveries_expected",
+                  (json_int_t)expected_fast, "deliveries", (json_int_t)r->delivered,
+                  "deliveries_to_slow", (json_int_t)r->delivered_slow, "gaps", (json_int_t)r->gaps,
+                  "duplicates", (json_int_t)r->dups, "foreign_events", (json_int_t)r->foreign);
     if (r->mode == MODE_SLOW) {
         json_object_set_new(counts, "slow_subscribers", json_integer((json_int_t)r->nslow));
-        json_object_set_new(counts, "slow_received_min",
-                            json_integer((json_int_t)(slow_recv_min == UINT64_MAX ? 0 : slow_recv_min)));
+        json_object_set_new(
+            counts, "slow_received_min",
+            json_integer((json_int_t)(slow_recv_min == UINT64_MAX ? 0 : slow_recv_min)));
         json_object_set_new(counts, "slow_received_max", json_integer((json_int_t)slow_recv_max));
     }
     json_object_set_new(doc, "counts", counts);
-    uint64_t errs = r->failed_connect + r->http_errors + r->proto_errors + r->pub_errors + r->closed_early;
-    json_t *errors = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b}", "total", (json_int_t)errs, "connect",
-                               (json_int_t)r->failed_connect, "http_status", (json_int_t)r->http_errors, "protocol",
-                               (json_int_t)r->proto_errors, "publish", (json_int_t)r->pub_errors, "closed_early",
-                               (json_int_t)r->closed_early, "connect_timeout", r->timed_out_connect,
-                               "drain_timeout", r->timed_out_drain);
+    uint64_t errs =
+        r->failed_connect + r->http_errors + r->proto_errors + r->pub_errors + r->closed_early;
+    json_t *errors =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b}", "total", (json_int_t)errs, "connect",
+                  (json_int_t)r->failed_connect, "http_status", (json_int_t)r->http_errors,
+                  "protocol", (json_int_t)r->proto_errors, "publish", (json_int_t)r->pub_errors,
+                  "closed_early", (json_int_t)r->closed_early, "connect_timeout",
+                  r->timed_out_connect, "drain_timeout", r->timed_out_drain);
     json_object_set_new(doc, "errors", errors);
     double pub_s = secs(r->t_pub_start, r->t_pub_end);
     double run_s = secs(r->t_pub_start, r->t_end);
-    json_t *tp = json_pack("{s:f,s:f,s:f,s:f,s:f}", "connect_s", secs(r->t_start, r->t_ready), "publish_s", pub_s,
-                           "measured_s", run_s, "events_per_s", pub_s > 0 ? (double)r->sent / pub_s : 0.0,
-                           "deliveries_per_s", run_s > 0 ? (double)r->delivered / run_s : 0.0);
+    json_t *tp = json_pack("{s:f,s:f,s:f,s:f,s:f}", "connect_s", secs(r->t_start, r->t_ready),
+                           "publish_s", pub_s, "measured_s", run_s, "events_per_s",
+                           pub_s > 0 ? (double)r->sent / pub_s : 0.0, "deliveries_per_s",
+                           run_s > 0 ? (double)r->delivered / run_s : 0.0);
     json_object_set_new(doc, "throughput", tp);
     json_t *lat = json_object();
     json_object_set_new(lat, "delivery", bh_to_json(&r->lat, 1e6));
@@ -550,11 +580,14 @@ static json_t *fo_doc(fo_t *r, int *ok)
     json_object_set_new(lat, "subscribe", bh_to_json(&r->conn_lat, 1e6));
     json_object_set_new(doc, "latency_ms", lat);
     /* CPU over the measured phase (publish + drain): the bench must not be the bottleneck. */
-    json_object_set_new(doc, "cpu", json_pack("{s:o,s:o}", "bench", bs_cpu_json(&r->self_pub0, &r->self_end, run_s),
-                                              "server", bs_cpu_json(&r->srv_pub0, &r->srv_end, run_s)));
+    json_object_set_new(doc, "cpu",
+                        json_pack("{s:o,s:o}", "bench",
+                                  bs_cpu_json(&r->self_pub0, &r->self_end, run_s), "server",
+                                  bs_cpu_json(&r->srv_pub0, &r->srv_end, run_s)));
     json_object_set_new(doc, "memory", mem_json(r));
     int good = errs == 0 && !r->timed_out_drain && !r->timed_out_connect && r->ready == r->n &&
-               r->complete_subs == (uint32_t)fast_ready_n && r->gaps == 0 && r->dups == 0 && r->sent == r->acked;
+               r->complete_subs == (uint32_t)fast_ready_n && r->gaps == 0 && r->dups == 0 &&
+               r->sent == r->acked;
     json_object_set_new(doc, "ok", json_boolean(good));
     *ok = good;
     return doc;
@@ -566,21 +599,28 @@ static void summary(fo_t *r, int ok)
     fprintf(stderr,
             "%s: %u/%u subscribers ready, %llu events published (%llu late), %llu/%llu deliveries, "
             "%u complete, gaps %llu, dups %llu\n",
-            r->mode == MODE_IDLE ? "idle" : r->mode == MODE_SLOW ? "slow" : "fanout", r->ready, r->n,
-            (unsigned long long)r->sent, (unsigned long long)r->late, (unsigned long long)r->delivered,
-            (unsigned long long)((uint64_t)(r->ready - (r->mode == MODE_SLOW ? r->nslow : 0)) * r->acked),
+            r->mode == MODE_IDLE   ? "idle"
+            : r->mode == MODE_SLOW ? "slow"
+                                   : "fanout",
+            r->ready, r->n, (unsigned long long)r->sent, (unsigned long long)r->late,
+            (unsigned long long)r->delivered,
+            (unsigned long long)((uint64_t)(r->ready - (r->mode == MODE_SLOW ? r->nslow : 0)) *
+                                 r->acked),
             r->complete_subs, (unsigned long long)r->gaps, (unsigned long long)r->dups);
     if (r->lat.count)
         fprintf(stderr, "  delivery latency ms: p50 %.3f p90 %.3f p99 %.3f p99.9 %.3f max %.3f\n",
                 bh_percentile(&r->lat, 0.5) / 1e6, bh_percentile(&r->lat, 0.9) / 1e6,
-                bh_percentile(&r->lat, 0.99) / 1e6, bh_percentile(&r->lat, 0.999) / 1e6, r->lat.max / 1e6);
+                bh_percentile(&r->lat, 0.99) / 1e6, bh_percentile(&r->lat, 0.999) / 1e6,
+                r->lat.max / 1e6);
     double run_s = secs(r->t_pub_start, r->t_end);
     if (run_s > 0) {
-        double bc = (r->self_end.cpu_user_s + r->self_end.cpu_sys_s) - (r->self_pub0.cpu_user_s + r->self_pub0.cpu_sys_s);
+        double bc = (r->self_end.cpu_user_s + r->self_end.cpu_sys_s) -
+                    (r->self_pub0.cpu_user_s + r->self_pub0.cpu_sys_s);
         fprintf(stderr, "  cpu over %.2f s: bench %.2f s", run_s, bc);
         if (r->srv_end.ok && r->srv_pub0.ok)
             fprintf(stderr, ", server %.2f s",
-                    (r->srv_end.cpu_user_s + r->srv_end.cpu_sys_s) - (r->srv_pub0.cpu_user_s + r->srv_pub0.cpu_sys_s));
+                    (r->srv_end.cpu_user_s + r->srv_end.cpu_sys_s) -
+                        (r->srv_pub0.cpu_user_s + r->srv_pub0.cpu_sys_s));
         fputc('\n', stderr);
     }
     if (r->srv0.ok && r->srv_ready.ok && r->ready)
@@ -593,8 +633,10 @@ static void summary(fo_t *r, int ok)
 
 /* ---- flags and entry */
 
-#define OPT(name, type, field, def, min, max, help)                                                                \
-    {name, NULL, type, offsetof(fo_cfg_t, field), def, min, max, NULL, help}
+#define OPT(name, type, field, def, min, max, help)                                                \
+    {                                                                                              \
+        name, NULL, type, offsetof(fo_cfg_t, field), def, min, max, NULL, help                     \
+    }
 
 static const sg_opt_t fo_opts[] = {
     OPT("sub-url", SG_OPT_STRING, sub_url, "http://127.0.0.1:8080/sub?id=bench-{run}", 0, 0,
@@ -602,19 +644,28 @@ static const sg_opt_t fo_opts[] = {
     OPT("pub-url", SG_OPT_STRING, pub_url, "http://127.0.0.1:8080/pub?id=bench-{run}", 0, 0,
         "publisher URL (POST one event per request, pipelined on one connection)"),
     OPT("subscribers", SG_OPT_INT, subscribers, "100", 1, 1000000, "subscribers to hold"),
-    OPT("events", SG_OPT_INT, events, "1000", 0, 100000000, "events to publish (idle: ignored, one probe)"),
+    OPT("events", SG_OPT_INT, events, "1000", 0, 100000000,
+        "events to publish (idle: ignored, one probe)"),
     OPT("rate", SG_OPT_INT, rate, "100", 1, 10000000, "events per second, open loop"),
     OPT("size", SG_OPT_INT, size, "64", 48, 1048576, "event body bytes (padded)"),
-    OPT("connect-concurrency", SG_OPT_INT, connect_conc, "256", 1, 100000, "subscriber connects in flight"),
-    OPT("connect-timeout", SG_OPT_DURATION, connect_timeout_ms, "60s", 1, 86400000, "bound on the connect phase"),
-    OPT("warmup", SG_OPT_DURATION, warmup_ms, "200ms", 0, 0, "pause between all-connected and publishing"),
-    OPT("drain-timeout", SG_OPT_DURATION, drain_ms, "10s", 1, 86400000, "wait after the last publish for deliveries"),
-    OPT("late-after", SG_OPT_DURATION, late_ms, "5ms", 0, 0, "a send this far behind schedule counts as late"),
-    OPT("hold", SG_OPT_DURATION, hold_ms, "2s", 0, 0, "idle: how long to hold the subscribers before measuring"),
+    OPT("connect-concurrency", SG_OPT_INT, connect_conc, "256", 1, 100000,
+        "subscriber connects in flight"),
+    OPT("connect-timeout", SG_OPT_DURATION, connect_timeout_ms, "60s", 1, 86400000,
+        "bound on the connect phase"),
+    OPT("warmup", SG_OPT_DURATION, warmup_ms, "200ms", 0, 0,
+        "pause between all-connected and publishing"),
+    OPT("drain-timeout", SG_OPT_DURATION, drain_ms, "10s", 1, 86400000,
+        "wait after the last publish for deliveries"),
+    OPT("late-after", SG_OPT_DURATION, late_ms, "5ms", 0, 0,
+        "a send this far behind schedule counts as late"),
+    OPT("hold", SG_OPT_DURATION, hold_ms, "2s", 0, 0,
+        "idle: how long to hold the subscribers before measuring"),
     OPT("slow-fraction", SG_OPT_STRING, slow_fraction, NULL, 0, 0,
         "slow: fraction of subscribers that stop reading (default 0.1)"),
-    OPT("sample-interval", SG_OPT_DURATION, sample_ms, "100ms", 10, 86400000, "server memory sampling period"),
-    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0, "server process (its descendants count too)"),
+    OPT("sample-interval", SG_OPT_DURATION, sample_ms, "100ms", 10, 86400000,
+        "server memory sampling period"),
+    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
+        "server process (its descendants count too)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -629,7 +680,8 @@ static int fo_main(int mode, int argc, char **argv)
     fo_t *r = sg_xcalloc(1, sizeof(*r));
     r->mode = mode;
     int code;
-    if (bench_parse(fo_opts, sizeof(fo_opts) / sizeof(fo_opts[0]), &r->cfg, argc, argv, usages[mode], &code)) {
+    if (bench_parse(fo_opts, sizeof(fo_opts) / sizeof(fo_opts[0]), &r->cfg, argc, argv,
+                    usages[mode], &code)) {
         free(r);
         return code;
     }
@@ -638,7 +690,8 @@ static int fo_main(int mode, int argc, char **argv)
         char *end;
         frac = strtod(r->cfg.slow_fraction, &end);
         if (*end || frac < 0 || frac > 1) {
-            fprintf(stderr, "sandgate-bench: --slow-fraction: '%s' is not a number in [0, 1]\n", r->cfg.slow_fraction);
+            fprintf(stderr, "sandgate-bench: --slow-fraction: '%s' is not a number in [0, 1]\n",
+                    r->cfg.slow_fraction);
             free(r);
             return 2;
         }
@@ -670,11 +723,13 @@ static int fo_main(int mode, int argc, char **argv)
     r->subs = sg_xcalloc(r->n, sizeof(*r->subs));
     /* Spread the slow subscribers evenly over the connect order. */
     if (r->nslow)
-        for (uint32_t k = 0; k < r->nslow; k++) r->subs[(uint64_t)k * r->n / r->nslow].slow = 1;
+        for (uint32_t k = 0; k < r->nslow; k++)
+            r->subs[(uint64_t)k * r->n / r->nslow].slow = 1;
     r->sent_at = sg_xcalloc(r->events ? r->events : 1, sizeof(uint64_t));
     r->body = sg_xmalloc((size_t)r->cfg.size + 128);
-    r->sub_req = bc_request("GET", &r->sub_url, "Accept: text/event-stream\r\nCache-Control: no-cache\r\n", NULL, 0,
-                            &r->sub_req_len);
+    r->sub_req =
+        bc_request("GET", &r->sub_url, "Accept: text/event-stream\r\nCache-Control: no-cache\r\n",
+                   NULL, 0, &r->sub_req_len);
     r->pub_head_extra = "Content-Type: application/json\r\n";
     bh_init(&r->lat);
     bh_init(&r->lat_sched);
@@ -706,12 +761,15 @@ static int fo_main(int mode, int argc, char **argv)
     /* phase_timer is re-armed per phase: the drain timeout uses its own callback. */
     uv_run(&loop, UV_RUN_DEFAULT);
     int closed = uv_loop_close(&loop);
-    if (closed != 0) fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly (%s)\n", uv_strerror(closed));
+    if (closed != 0)
+        fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly (%s)\n",
+                uv_strerror(closed));
 
     int ok;
     json_t *doc = fo_doc(r, &ok);
     int wrc = bs_write_json(doc, r->cfg.out);
-    if (wrc < 0) fprintf(stderr, "sandgate-bench: cannot write %s: %s\n", r->cfg.out, sg_strerror(wrc));
+    if (wrc < 0)
+        fprintf(stderr, "sandgate-bench: cannot write %s: %s\n", r->cfg.out, sg_strerror(wrc));
     summary(r, ok);
     json_decref(doc);
     free(r->sub_req);
@@ -724,6 +782,15 @@ static int fo_main(int mode, int argc, char **argv)
     return wrc < 0 ? 1 : ok ? 0 : 1;
 }
 
-int bench_fanout_main(int argc, char **argv) { return fo_main(MODE_FANOUT, argc, argv); }
-int bench_idle_main(int argc, char **argv) { return fo_main(MODE_IDLE, argc, argv); }
-int bench_slow_main(int argc, char **argv) { return fo_main(MODE_SLOW, argc, argv); }
+int bench_fanout_main(int argc, char **argv)
+{
+    return fo_main(MODE_FANOUT, argc, argv);
+}
+int bench_idle_main(int argc, char **argv)
+{
+    return fo_main(MODE_IDLE, argc, argv);
+}
+int bench_slow_main(int argc, char **argv)
+{
+    return fo_main(MODE_SLOW, argc, argv);
+}

@@ -45,7 +45,8 @@ void bh_record(bh_hist_t *h, uint64_t v)
 void bh_merge(bh_hist_t *dst, const bh_hist_t *src)
 {
     if (!src->count) return;
-    for (unsigned i = 0; i < BH_NCOUNTS; i++) dst->counts[i] += src->counts[i];
+    for (unsigned i = 0; i < BH_NCOUNTS; i++)
+        dst->counts[i] += src->counts[i];
     dst->count += src->count;
     dst->sum += src->sum;
     if (src->min < dst->min) dst->min = src->min;
@@ -77,10 +78,12 @@ uint64_t bh_percentile(const bh_hist_t *h, double q)
 json_t *bh_to_json(const bh_hist_t *h, double scale)
 {
     if (!h->count)
-        return json_pack("{s:I,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "count", (json_int_t)0, "min", "mean", "p50", "p90",
-                         "p99", "p99_9", "max");
-    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "count", (json_int_t)h->count, "min", (double)h->min / scale,
-                     "mean", h->sum / (double)h->count / scale, "p50", (double)bh_percentile(h, 0.50) / scale, "p90",
-                     (double)bh_percentile(h, 0.90) / scale, "p99", (double)bh_percentile(h, 0.99) / scale, "p99_9",
+        return json_pack("{s:I,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "count", (json_int_t)0, "min", "mean",
+                         "p50", "p90", "p99", "p99_9", "max");
+    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "count", (json_int_t)h->count, "min",
+                     (double)h->min / scale, "mean", h->sum / (double)h->count / scale, "p50",
+                     (double)bh_percentile(h, 0.50) / scale, "p90",
+                     (double)bh_percentile(h, 0.90) / scale, "p99",
+                     (double)bh_percentile(h, 0.99) / scale, "p99_9",
                      (double)bh_percentile(h, 0.999) / scale, "max", (double)h->max / scale);
 }

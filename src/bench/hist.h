@@ -15,8 +15,8 @@
 #include <stdint.h>
 
 #define BH_SUB_BITS 7
-#define BH_SUB (1u << BH_SUB_BITS)        /* 128 sub-buckets per power of two */
-#define BH_NCOUNTS ((64 - BH_SUB_BITS) * BH_SUB + BH_SUB) /* index of UINT64_MAX + 1 */
+#define BH_SUB      (1u << BH_SUB_BITS)                    /* 128 sub-buckets per power of two */
+#define BH_NCOUNTS  ((64 - BH_SUB_BITS) * BH_SUB + BH_SUB) /* index of UINT64_MAX + 1 */
 
 typedef struct bh_hist {
     uint64_t count, min, max;

@@ -73,8 +73,8 @@ static void lc_fail(lc_sb_t *s, const char *why)
     lc_run_t *r = s->run;
     r->step_errors[s->step]++;
     if (r->step_errors[s->step] <= 3)
-        fprintf(stderr, "sandgate-bench: lifecycle %s failed%s%s: %s\n", step_names[s->step], s->id[0] ? " for " : "",
-                s->id, why);
+        fprintf(stderr, "sandgate-bench: lifecycle %s failed%s%s: %s\n", step_names[s->step],
+                s->id[0] ? " for " : "", s->id, why);
     s->failed = 1;
 }
 
@@ -129,7 +129,8 @@ static void lc_done(breq_t *q)
     switch (s->step) {
     case ST_CREATE: {
         json_t *v = NULL;
-        if (!q->err && st >= 200 && st < 300 && q->body) v = json_loadb(q->body, q->body_len, 0, NULL);
+        if (!q->err && st >= 200 && st < 300 && q->body)
+            v = json_loadb(q->body, q->body_len, 0, NULL);
         const char *id = json_string_value(json_object_get(v, "id"));
         if (id && strlen(id) < sizeof(s->id)) {
             snprintf(s->id, sizeof(s->id), "%s", id);
@@ -155,19 +156,22 @@ static void lc_done(breq_t *q)
             /* The endpoint has no scheme (protocol ref 1.7); headers go on every call to it. */
             snprintf(s->ep_prefix, sizeof(s->ep_prefix), "http://%s", ep);
             size_t n = strlen(s->ep_prefix);
-            while (n && s->ep_prefix[n - 1] == '/') s->ep_prefix[--n] = 0;
+            while (n && s->ep_prefix[n - 1] == '/')
+                s->ep_prefix[--n] = 0;
             json_t *hs = json_object_get(v, "headers");
             size_t cap = 256;
             const char *k;
             json_t *hv;
-            json_object_foreach(hs, k, hv) cap += strlen(k) + (json_string_value(hv) ? strlen(json_string_value(hv)) : 0) + 4;
+            json_object_foreach(hs, k, hv) cap +=
+                strlen(k) + (json_string_value(hv) ? strlen(json_string_value(hv)) : 0) + 4;
             s->ep_headers = sg_xmalloc(cap);
             s->ep_headers[0] = 0;
             size_t len = 0;
             json_object_foreach(hs, k, hv)
             {
                 if (!json_string_value(hv)) continue;
-                len += (size_t)snprintf(s->ep_headers + len, cap - len, "%s: %s\r\n", k, json_string_value(hv));
+                len += (size_t)snprintf(s->ep_headers + len, cap - len, "%s: %s\r\n", k,
+                                        json_string_value(hv));
             }
             bh_record(&r->h[ST_ENDPOINT], now - s->t_step);
             s->step = ST_PING;
@@ -192,7 +196,8 @@ static void lc_done(breq_t *q)
             uv_timer_start(&s->retry, on_retry, r->cfg.poll_ms, 0);
             return;
         } else {
-            snprintf(why, sizeof(why), "not ready: status %d %s", st, q->err ? sg_strerror(q->err) : "");
+            snprintf(why, sizeof(why), "not ready: status %d %s", st,
+                     q->err ? sg_strerror(q->err) : "");
             lc_fail(s, why);
             s->step = ST_DELETE;
         }
@@ -201,8 +206,8 @@ static void lc_done(breq_t *q)
         if (!q->err && st == 200 && q->final) {
             bh_record(&r->h[ST_EXEC], now - s->t_step);
         } else {
-            snprintf(why, sizeof(why), "status %d %s %.200s", st, q->err ? sg_strerror(q->err) : "no final event",
-                     q->body ? q->body : "");
+            snprintf(why, sizeof(why), "status %d %s %.200s", st,
+                     q->err ? sg_strerror(q->err) : "no final event", q->body ? q->body : "");
             lc_fail(s, why);
         }
         s->step = ST_DELETE;
@@ -233,17 +238,16 @@ static void lc_step(lc_sb_t *s)
     s->t_step = sg_now_ns();
     switch (s->step) {
     case ST_CREATE:
-        snprintf(extra, sizeof(extra), "Content-Type: application/json\r\nConnection: close\r\n%s", r->api_extra);
-        breq_start(r->loop, &s->q, &r->create_url, "POST", extra, r->create_body, strlen(r->create_body), 0, lc_done,
-                   s);
+        snprintf(extra, sizeof(extra), "Content-Type: application/json\r\nConnection: close\r\n%s",
+                 r->api_extra);
+        breq_start(r->loop, &s->q, &r->create_url, "POST", extra, r->create_body,
+                   strlen(r->create_body), 0, lc_done, s);
         return;
     case ST_ENDPOINT:
         snprintf(tail, sizeof(tail), "/%s/endpoints/%lld%s", s->id, (long long)r->cfg.execd_port,
                  r->cfg.server_proxy ? "?use_server_proxy=true" : "");
         break;
-    case ST_DELETE:
-        snprintf(tail, sizeof(tail), "/%s", s->id);
-        break;
+    case ST_DELETE: snprintf(tail, sizeof(tail), "/%s", s->id); break;
     case ST_PING:
     case ST_EXEC:
         if (ep_url(s, s->step == ST_PING ? "/ping" : "/command", &u) < 0) {
@@ -254,14 +258,16 @@ static void lc_step(lc_sb_t *s)
         }
         if (s->step == ST_PING) {
             s->pings++;
-            snprintf(extra, sizeof(extra), "Connection: close\r\n%s", s->ep_headers ? s->ep_headers : "");
+            snprintf(extra, sizeof(extra), "Connection: close\r\n%s",
+                     s->ep_headers ? s->ep_headers : "");
             breq_start(r->loop, &s->q, &u, "GET", extra, NULL, 0, 0, lc_done, s);
         } else {
             json_t *b = json_pack("{s:s}", "command", r->cfg.exec_command);
             char *body = json_dumps(b, JSON_COMPACT);
             json_decref(b);
             snprintf(extra, sizeof(extra),
-                     "Content-Type: application/json\r\nAccept: text/event-stream\r\nConnection: close\r\n%s",
+                     "Content-Type: application/json\r\nAccept: text/event-stream\r\nConnection: "
+                     "close\r\n%s",
                      s->ep_headers ? s->ep_headers : "");
             breq_start(r->loop, &s->q, &u, "POST", extra, body, strlen(body), 1, lc_done, s);
             free(body);
@@ -274,7 +280,8 @@ static void lc_step(lc_sb_t *s)
         return;
     }
     snprintf(extra, sizeof(extra), "Connection: close\r\n%s", r->api_extra);
-    breq_start(r->loop, &s->q, &u, s->step == ST_DELETE ? "DELETE" : "GET", extra, NULL, 0, 0, lc_done, s);
+    breq_start(r->loop, &s->q, &u, s->step == ST_DELETE ? "DELETE" : "GET", extra, NULL, 0, 0,
+               lc_done, s);
 }
 
 static void lc_maybe_end(lc_run_t *r)
@@ -284,7 +291,8 @@ static void lc_maybe_end(lc_run_t *r)
     r->t1 = sg_now_ns();
     bs_self_sample(&r->self1);
     bs_proc_sample((int)r->cfg.server_pid, &r->srv1);
-    for (uint32_t i = 0; i < r->nslots; i++) uv_close((uv_handle_t *)&r->slots[i].retry, NULL);
+    for (uint32_t i = 0; i < r->nslots; i++)
+        uv_close((uv_handle_t *)&r->slots[i].retry, NULL);
     uv_close((uv_handle_t *)&r->sweep, NULL);
 }
 
@@ -310,28 +318,38 @@ static void lc_sweep(uv_timer_t *t)
     uint64_t now = sg_now_ns();
     for (uint32_t i = 0; i < r->nslots; i++) {
         lc_sb_t *s = &r->slots[i];
-        if (s->busy && s->q.req && !s->q.c.closing && now - s->q.t_start > r->cfg.timeout_ms * 1000000u)
+        if (s->busy && s->q.req && !s->q.c.closing &&
+            now - s->q.t_start > r->cfg.timeout_ms * 1000000u)
             breq_cancel(&s->q, SG_ETIMEDOUT);
     }
 }
 
-#define OPT(name, type, field, def, min, max, help)                                                                \
-    {name, NULL, type, offsetof(lc_cfg_t, field), def, min, max, NULL, help}
+#define OPT(name, type, field, def, min, max, help)                                                \
+    {                                                                                              \
+        name, NULL, type, offsetof(lc_cfg_t, field), def, min, max, NULL, help                     \
+    }
 
 static const sg_opt_t lc_opts[] = {
-    OPT("url", SG_OPT_STRING, url, "http://127.0.0.1:8080", 0, 0, "lifecycle API base (without /v1)"),
+    OPT("url", SG_OPT_STRING, url, "http://127.0.0.1:8080", 0, 0,
+        "lifecycle API base (without /v1)"),
     OPT("api-key", SG_OPT_STRING, api_key, NULL, 0, 0, "OPEN-SANDBOX-API-KEY value"),
-    OPT("sandboxes", SG_OPT_INT, sandboxes, "10", 1, 10000000, "sandboxes to take through the cycle"),
+    OPT("sandboxes", SG_OPT_INT, sandboxes, "10", 1, 10000000,
+        "sandboxes to take through the cycle"),
     OPT("concurrency", SG_OPT_INT, concurrency, "4", 1, 100000, "sandboxes in flight"),
     OPT("image", SG_OPT_STRING, image, "ubuntu:22.04", 0, 0, "image.uri of the create request"),
-    OPT("create-body", SG_OPT_STRING, create_body, NULL, 0, 0, "raw JSON create request (overrides --image)"),
+    OPT("create-body", SG_OPT_STRING, create_body, NULL, 0, 0,
+        "raw JSON create request (overrides --image)"),
     OPT("exec-command", SG_OPT_STRING, exec_command, "true", 0, 0, "command run in each sandbox"),
-    OPT("execd-port", SG_OPT_INT, execd_port, "44772", 1, 65535, "port asked from the endpoints API"),
-    OPT("server-proxy", SG_OPT_BOOL, server_proxy, "true", 0, 0, "ask for use_server_proxy=true endpoints"),
-    OPT("ready-timeout", SG_OPT_DURATION, ready_timeout_ms, "60s", 1, 86400000, "bound on /ping polling"),
+    OPT("execd-port", SG_OPT_INT, execd_port, "44772", 1, 65535,
+        "port asked from the endpoints API"),
+    OPT("server-proxy", SG_OPT_BOOL, server_proxy, "true", 0, 0,
+        "ask for use_server_proxy=true endpoints"),
+    OPT("ready-timeout", SG_OPT_DURATION, ready_timeout_ms, "60s", 1, 86400000,
+        "bound on /ping polling"),
     OPT("poll-interval", SG_OPT_DURATION, poll_ms, "50ms", 1, 86400000, "between /ping attempts"),
     OPT("timeout", SG_OPT_DURATION, timeout_ms, "120s", 1, 86400000, "per request"),
-    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0, "server process for CPU time (with descendants)"),
+    OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
+        "server process for CPU time (with descendants)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -348,7 +366,8 @@ int bench_lifecycle_main(int argc, char **argv)
     size_t n = strlen(r->cfg.url);
     char *base = sg_xmalloc(n + 1);
     memcpy(base, r->cfg.url, n + 1);
-    while (n && base[n - 1] == '/') base[--n] = 0;
+    while (n && base[n - 1] == '/')
+        base[--n] = 0;
     r->cfg.url = base;
     if (api_url(r, "", &r->create_url) < 0) {
         free(base);
@@ -360,9 +379,10 @@ int bench_lifecycle_main(int argc, char **argv)
         r->create_body = sg_xmalloc(strlen(r->cfg.create_body) + 1);
         strcpy(r->create_body, r->cfg.create_body);
     } else {
-        json_t *b = json_pack("{s:{s:s},s:[s,s,s],s:{s:s,s:s},s:{},s:{},s:i}", "image", "uri", r->cfg.image,
-                              "entrypoint", "tail", "-f", "/dev/null", "resourceLimits", "cpu", "1", "memory", "2Gi",
-                              "env", "metadata", "timeout", 600);
+        json_t *b =
+            json_pack("{s:{s:s},s:[s,s,s],s:{s:s,s:s},s:{},s:{},s:i}", "image", "uri", r->cfg.image,
+                      "entrypoint", "tail", "-f", "/dev/null", "resourceLimits", "cpu", "1",
+                      "memory", "2Gi", "env", "metadata", "timeout", 600);
         r->create_body = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(b);
     }
@@ -370,9 +390,11 @@ int bench_lifecycle_main(int argc, char **argv)
     r->api_extra = sg_xmalloc(xl);
     snprintf(r->api_extra, xl, "%s%s%s", r->cfg.api_key ? "OPEN-SANDBOX-API-KEY: " : "",
              r->cfg.api_key ? r->cfg.api_key : "", r->cfg.api_key ? "\r\n" : "");
-    for (int i = 0; i < ST_N; i++) bh_init(&r->h[i]);
+    for (int i = 0; i < ST_N; i++)
+        bh_init(&r->h[i]);
     bh_init(&r->total);
-    r->nslots = (uint32_t)(r->cfg.concurrency < r->cfg.sandboxes ? r->cfg.concurrency : r->cfg.sandboxes);
+    r->nslots =
+        (uint32_t)(r->cfg.concurrency < r->cfg.sandboxes ? r->cfg.concurrency : r->cfg.sandboxes);
     r->slots = sg_xcalloc(r->nslots, sizeof(*r->slots));
 
     uv_loop_t loop;
@@ -389,17 +411,19 @@ int bench_lifecycle_main(int argc, char **argv)
     bs_self_sample(&r->self0);
     bs_proc_sample((int)r->cfg.server_pid, &r->srv0);
     r->t0 = sg_now_ns();
-    for (uint32_t i = 0; i < r->nslots; i++) lc_next(r, &r->slots[i]);
+    for (uint32_t i = 0; i < r->nslots; i++)
+        lc_next(r, &r->slots[i]);
     uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0) fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
+    if (uv_loop_close(&loop) != 0)
+        fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
 
     double wall = (double)(r->t1 - r->t0) / 1e9;
-    json_t *params = json_pack("{s:s,s:I,s:I,s:s,s:s,s:I,s:b,s:I,s:I}", "url", r->cfg.url, "sandboxes",
-                               (json_int_t)r->cfg.sandboxes, "concurrency", (json_int_t)r->cfg.concurrency, "image",
-                               r->cfg.image, "exec_command", r->cfg.exec_command, "execd_port",
-                               (json_int_t)r->cfg.execd_port, "server_proxy", r->cfg.server_proxy,
-                               "ready_timeout_ms", (json_int_t)r->cfg.ready_timeout_ms, "server_pid",
-                               (json_int_t)r->cfg.server_pid);
+    json_t *params = json_pack(
+        "{s:s,s:I,s:I,s:s,s:s,s:I,s:b,s:I,s:I}", "url", r->cfg.url, "sandboxes",
+        (json_int_t)r->cfg.sandboxes, "concurrency", (json_int_t)r->cfg.concurrency, "image",
+        r->cfg.image, "exec_command", r->cfg.exec_command, "execd_port",
+        (json_int_t)r->cfg.execd_port, "server_proxy", r->cfg.server_proxy, "ready_timeout_ms",
+        (json_int_t)r->cfg.ready_timeout_ms, "server_pid", (json_int_t)r->cfg.server_pid);
     json_t *doc = bench_doc_new("lifecycle", params);
     uint64_t errs = 0;
     json_t *errors = json_object();
@@ -409,29 +433,35 @@ int bench_lifecycle_main(int argc, char **argv)
     }
     json_object_set_new(errors, "total", json_integer((json_int_t)errs));
     json_object_set_new(doc, "counts",
-                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "sandboxes", (json_int_t)r->finished, "completed",
-                                  (json_int_t)r->ok, "deleted", (json_int_t)r->deleted, "not_deleted",
-                                  (json_int_t)r->leaked, "ping_attempts", (json_int_t)r->ping_attempts));
+                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "sandboxes", (json_int_t)r->finished,
+                                  "completed", (json_int_t)r->ok, "deleted", (json_int_t)r->deleted,
+                                  "not_deleted", (json_int_t)r->leaked, "ping_attempts",
+                                  (json_int_t)r->ping_attempts));
     json_object_set_new(doc, "errors", errors);
-    json_object_set_new(doc, "throughput", json_pack("{s:f,s:f}", "duration_s", wall, "sandboxes_per_s",
-                                                     wall > 0 ? (double)r->ok / wall : 0.0));
+    json_object_set_new(doc, "throughput",
+                        json_pack("{s:f,s:f}", "duration_s", wall, "sandboxes_per_s",
+                                  wall > 0 ? (double)r->ok / wall : 0.0));
     json_t *lat = json_object();
-    for (int i = 0; i < ST_N; i++) json_object_set_new(lat, step_names[i], bh_to_json(&r->h[i], 1e6));
+    for (int i = 0; i < ST_N; i++)
+        json_object_set_new(lat, step_names[i], bh_to_json(&r->h[i], 1e6));
     json_object_set_new(lat, "total", bh_to_json(&r->total, 1e6));
     json_object_set_new(doc, "latency_ms", lat);
-    json_object_set_new(doc, "cpu", json_pack("{s:o,s:o}", "bench", bs_cpu_json(&r->self0, &r->self1, wall), "server",
-                                              bs_cpu_json(&r->srv0, &r->srv1, wall)));
+    json_object_set_new(doc, "cpu",
+                        json_pack("{s:o,s:o}", "bench", bs_cpu_json(&r->self0, &r->self1, wall),
+                                  "server", bs_cpu_json(&r->srv0, &r->srv1, wall)));
     int ok = errs == 0 && r->ok == (uint64_t)r->cfg.sandboxes;
     json_object_set_new(doc, "ok", json_boolean(ok));
     int wrc = bs_write_json(doc, r->cfg.out);
     if (!r->cfg.quiet) {
-        fprintf(stderr, "lifecycle: %llu/%lld sandboxes completed, %llu deleted, %llu errors, %.2f s\n",
-                (unsigned long long)r->ok, (long long)r->cfg.sandboxes, (unsigned long long)r->deleted,
-                (unsigned long long)errs, wall);
+        fprintf(stderr,
+                "lifecycle: %llu/%lld sandboxes completed, %llu deleted, %llu errors, %.2f s\n",
+                (unsigned long long)r->ok, (long long)r->cfg.sandboxes,
+                (unsigned long long)r->deleted, (unsigned long long)errs, wall);
         for (int i = 0; i < ST_N; i++)
             if (r->h[i].count)
                 fprintf(stderr, "  %-8s ms: p50 %.3f p99 %.3f max %.3f\n", step_names[i],
-                        bh_percentile(&r->h[i], 0.5) / 1e6, bh_percentile(&r->h[i], 0.99) / 1e6, r->h[i].max / 1e6);
+                        bh_percentile(&r->h[i], 0.5) / 1e6, bh_percentile(&r->h[i], 0.99) / 1e6,
+                        r->h[i].max / 1e6);
         fprintf(stderr, "  %s\n", ok ? "ok" : "NOT OK (see errors in the JSON document)");
     }
     json_decref(doc);

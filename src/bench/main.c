@@ -10,17 +10,23 @@ static const struct {
     int (*fn)(int, char **);
     const char *what;
 } scenarios[] = {
-    {"lifecycle", bench_lifecycle_main, "create -> ready -> exec -> delete, N sandboxes at concurrency C"},
-    {"exec", bench_exec_main, "many short commands (POST /command): first-byte and completion latency"},
+    {"lifecycle", bench_lifecycle_main,
+     "create -> ready -> exec -> delete, N sandboxes at concurrency C"},
+    {"exec", bench_exec_main,
+     "many short commands (POST /command): first-byte and completion latency"},
     {"relay", bench_relay_main, "bulk-output commands streamed to the client: MB/s, lines/s"},
-    {"fanout", bench_fanout_main, "one stream to N SSE subscribers, open-loop publish, per-delivery latency"},
-    {"idle", bench_idle_main, "N subscribers held open: server RSS and socket memory per subscriber"},
-    {"slow", bench_slow_main, "a fraction of subscribers stop reading: the others' latency, server memory"},
+    {"fanout", bench_fanout_main,
+     "one stream to N SSE subscribers, open-loop publish, per-delivery latency"},
+    {"idle", bench_idle_main,
+     "N subscribers held open: server RSS and socket memory per subscriber"},
+    {"slow", bench_slow_main,
+     "a fraction of subscribers stop reading: the others' latency, server memory"},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sandgate-bench <scenario> [flags]   (sandgate-bench <scenario> --help for its flags)\n\n"
+    fprintf(f, "usage: sandgate-bench <scenario> [flags]   (sandgate-bench <scenario> --help for "
+               "its flags)\n\n"
                "Results: one JSON document on stdout (or --out FILE), a short summary on stderr.\n"
                "Scenarios:\n");
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++)

@@ -42,7 +42,8 @@ static void check_against_sorted(uint64_t *v, size_t n)
 {
     bh_hist_t *h = malloc(sizeof(*h));
     bh_init(h);
-    for (size_t i = 0; i < n; i++) bh_record(h, v[i]);
+    for (size_t i = 0; i < n; i++)
+        bh_record(h, v[i]);
     qsort(v, n, sizeof(*v), cmp_u64);
     assert_int_equal(h->count, n);
     assert_int_equal(h->min, v[0]);
@@ -53,8 +54,9 @@ static void check_against_sorted(uint64_t *v, size_t n)
         uint64_t got = bh_percentile(h, qs[i]);
         uint64_t diff = got > want ? got - want : want - got;
         /* within the bucket: at most 1/256 of the value (1/128 wide, middle returned) */
-        if (diff > want / 256 + 1) fail_msg("q=%g n=%zu want %llu got %llu", qs[i], n, (unsigned long long)want,
-                                            (unsigned long long)got);
+        if (diff > want / 256 + 1)
+            fail_msg("q=%g n=%zu want %llu got %llu", qs[i], n, (unsigned long long)want,
+                     (unsigned long long)got);
     }
     free(h);
 }
@@ -63,7 +65,8 @@ static void test_uniform(void **st)
 {
     size_t n = 100000;
     uint64_t *v = malloc(n * sizeof(*v));
-    for (size_t i = 0; i < n; i++) v[i] = rnd() % 10000000u; /* 0..10 ms in ns */
+    for (size_t i = 0; i < n; i++)
+        v[i] = rnd() % 10000000u; /* 0..10 ms in ns */
     check_against_sorted(v, n);
     free(v);
 }
@@ -83,13 +86,15 @@ static void test_long_tail(void **st)
 static void test_bimodal_and_small(void **st)
 {
     uint64_t v[1001];
-    for (size_t i = 0; i < 1000; i++) v[i] = i % 2 ? 150000 + i : 7 + i % 5;
+    for (size_t i = 0; i < 1000; i++)
+        v[i] = i % 2 ? 150000 + i : 7 + i % 5;
     v[1000] = UINT64_MAX; /* the largest value has a bucket too */
     check_against_sorted(v, 1001);
     uint64_t one[1] = {42};
     check_against_sorted(one, 1);
     uint64_t same[300];
-    for (size_t i = 0; i < 300; i++) same[i] = 123456789;
+    for (size_t i = 0; i < 300; i++)
+        same[i] = 123456789;
     check_against_sorted(same, 300);
 }
 
@@ -98,7 +103,8 @@ static void test_small_values_exact(void **st)
     /* below 2*128 every value has its own bucket: percentiles are exact */
     bh_hist_t *h = malloc(sizeof(*h));
     bh_init(h);
-    for (uint64_t i = 1; i <= 200; i++) bh_record(h, i);
+    for (uint64_t i = 1; i <= 200; i++)
+        bh_record(h, i);
     assert_int_equal(bh_percentile(h, 0.5), 100);
     assert_int_equal(bh_percentile(h, 0.99), 198);
     assert_int_equal(bh_percentile(h, 0.999), 200);
@@ -141,8 +147,10 @@ static void test_merge_and_json(void **st)
     json_t *j = bh_to_json(all, 1e6);
     assert_int_equal(json_integer_value(json_object_get(j, "count")), 5000);
     const char *keys[] = {"min", "mean", "p50", "p90", "p99", "p99_9", "max"};
-    for (size_t i = 0; i < 7; i++) assert_true(json_is_real(json_object_get(j, keys[i])));
-    assert_true(json_real_value(json_object_get(j, "p50")) <= json_real_value(json_object_get(j, "p99")));
+    for (size_t i = 0; i < 7; i++)
+        assert_true(json_is_real(json_object_get(j, keys[i])));
+    assert_true(json_real_value(json_object_get(j, "p50")) <=
+                json_real_value(json_object_get(j, "p99")));
     json_decref(j);
     bh_init(b);
     j = bh_to_json(b, 1e6);
@@ -186,9 +194,9 @@ static void test_url_and_run_id(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_uniform),         cmocka_unit_test(test_long_tail),
+        cmocka_unit_test(test_uniform),           cmocka_unit_test(test_long_tail),
         cmocka_unit_test(test_bimodal_and_small), cmocka_unit_test(test_small_values_exact),
-        cmocka_unit_test(test_geometry),        cmocka_unit_test(test_merge_and_json),
+        cmocka_unit_test(test_geometry),          cmocka_unit_test(test_merge_and_json),
         cmocka_unit_test(test_url_and_run_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
