@@ -1,5 +1,6 @@
 /* bcommon.c: what every scenario shares: flag parsing with help, the result document's head,
  * the per-run id substituted into URLs. */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,4 +60,28 @@ char *bench_subst_run(const char *s)
     }
     out[len] = 0;
     return out;
+}
+
+/* The number after "key" (quoted, possibly with escaped quotes) and a colon. The bench's own
+ * bodies are flat and ASCII, so a substring search is exact enough. */
+uint64_t bench_event_u64(const char *d, size_t n, const char *key, int *found)
+{
+    size_t kl = strlen(key);
+    const char *end = d + n;
+    *found = 0;
+    for (const char *p = d; p < end && (p = memmem(p, (size_t)(end - p), key, kl)); p += kl) {
+        if (p == d || p[-1] != '"') continue;
+        const char *q = p + kl;
+        while (q < end && (*q == '\\' || *q == '"'))
+            q++;
+        if (q >= end || *q != ':') continue;
+        q++;
+        if (q >= end || *q < '0' || *q > '9') continue;
+        uint64_t v = 0;
+        while (q < end && *q >= '0' && *q <= '9')
+            v = v * 10 + (uint64_t)(*q++ - '0');
+        *found = 1;
+        return v;
+    }
+    return 0;
 }

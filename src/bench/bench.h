@@ -26,6 +26,9 @@ json_t *bench_doc_new(const char *scenario, json_t *params);
 struct sg_opt;
 int bench_parse(const struct sg_opt *opts, size_t n, void *cfg, int argc, char **argv,
                 const char *usage, int *exit_code);
+/* The unsigned number of member `key` in an event body: "key":N, also when the body sits
+ * JSON-escaped inside a string (\"key\":N). *found = 0 when absent. */
+uint64_t bench_event_u64(const char *d, size_t n, const char *key, int *found);
 /* Replaces every "{run}" in s by a per-process run id (malloc'd result). */
 char *bench_subst_run(const char *s);
 #endif

@@ -16,15 +16,21 @@
  * a --slow-fraction of the subscribers as soon as their headers arrive.
  *
  * Event body (the payload a server relays unchanged; Nchan wraps it as `data:`):
- *   {"seq":N,"s":<scheduled ns>,"t":<sent ns>,"p":"xxxx..."}   padded to --size bytes
+ *   {"seq":N,"sched":<scheduled ns>,"sent":<sent ns>,"pad":"xxxx..."}   padded to --size
  * A subscriber expects seq 0, 1, 2... in order; anything else is counted (gap, duplicate).
- * Latency per delivery = receive time - t ("delivery"), and - s ("delivery_from_schedule",
- * which also charges publisher lag, i.e. free of coordinated omission). */
+ * The keys are found by name wherever they are and also when the body arrives JSON-escaped
+ * inside another JSON string (a gateway relaying a process's stdout line as
+ * {"type":"stdout","text":"{\"seq\":...}"}), so the same subscriber works for both.
+ * Latency per delivery = receive time - sent ("delivery"), and - sched
+ * ("delivery_from_schedule", which also charges publisher lag, i.e. free of coordinated
+ * omission). Timestamps are CLOCK_MONOTONIC ns (same host), or CLOCK_REALTIME with
+ * --clock realtime, for events stamped by another process (e.g. `date +%s%N`). */
 #define _GNU_SOURCE /* memmem */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "bconn.h"
@@ -40,7 +46,7 @@ enum { SUB_NEW, SUB_CONNECTING, SUB_READY, SUB_CLOSED };
 enum { PH_CONNECT, PH_SETTLE, PH_PUBLISH, PH_DRAIN, PH_DONE };
 
 typedef struct fo_cfg {
-    const char *sub_url, *pub_url, *out, *slow_fraction;
+    const char *sub_url, *pub_url, *out, *slow_fraction, *clock;
     int64_t subscribers, events, rate, size, connect_conc, server_pid;
     uint64_t warmup_ms, drain_ms, hold_ms, connect_timeout_ms, late_ms, sample_ms;
     bool quiet;
@@ -100,28 +106,25 @@ static void start_settle(fo_t *r);
 
 /* ---- subscribers */
 
-static uint64_t parse_u64_after(const char *d, size_t n, const char *key, int *found)
+static int g_realtime;
+
+static uint64_t now_ns(void)
 {
-    /* The bench's own bodies are flat and ASCII: a substring search is exact enough. */
-    const char *p = memmem(d, n, key, strlen(key));
-    if (!p) {
-        *found = 0;
-        return 0;
-    }
-    p += strlen(key);
-    *found = 1;
-    return strtoull(p, NULL, 10);
+    if (!g_realtime) return sg_now_ns();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static int sub_on_event(void *ud, const sg_sse_msg_t *m)
 {
     fo_sub_t *s = ud;
     fo_t *r = s->run;
-    uint64_t now = sg_now_ns();
+    uint64_t now = now_ns();
     int f1, f2, f3;
-    uint64_t seq = parse_u64_after(m->data, m->data_len, "\"seq\":", &f1);
-    uint64_t sched = parse_u64_after(m->data, m->data_len, "\"s\":", &f2);
-    uint64_t sent = parse_u64_after(m->data, m->data_len, "\"t\":", &f3);
+    uint64_t seq = bench_event_u64(m->data, m->data_len, "seq", &f1);
+    uint64_t sched = bench_event_u64(m->data, m->data_len, "sched", &f2);
+    uint64_t sent = bench_event_u64(m->data, m->data_len, "sent", &f3);
     if (!f1 || !f2 || !f3) {
         s->foreign++;
         r->foreign++;
@@ -254,7 +257,7 @@ static void connect_more(fo_t *r)
 static int pub_on_complete(bc_conn_t *c)
 {
     fo_t *r = c->ud;
-    uint64_t now = sg_now_ns();
+    uint64_t now = now_ns();
     if (r->acked < r->sent) bh_record(&r->ack, now - r->sent_at[r->acked]);
     r->acked++;
     if (c->status < 200 || c->status > 299) r->pub_errors++;
@@ -301,10 +304,10 @@ static const bc_ops_t pub_ops = {
 
 static void publish_one(fo_t *r, uint64_t seq, uint64_t sched)
 {
-    uint64_t now = sg_now_ns();
-    int n =
-        snprintf(r->body, (size_t)r->cfg.size + 128, "{\"seq\":%llu,\"s\":%llu,\"t\":%llu,\"p\":\"",
-                 (unsigned long long)seq, (unsigned long long)sched, (unsigned long long)now);
+    uint64_t now = now_ns();
+    int n = snprintf(r->body, (size_t)r->cfg.size + 128,
+                     "{\"seq\":%llu,\"sched\":%llu,\"sent\":%llu,\"pad\":\"",
+                     (unsigned long long)seq, (unsigned long long)sched, (unsigned long long)now);
     size_t len = (size_t)n;
     size_t want = (size_t)r->cfg.size;
     while (len + 2 < want)
@@ -335,7 +338,7 @@ static void on_tick(uv_timer_t *t)
     fo_t *r = t->data;
     if (r->phase != PH_PUBLISH) return;
     if (r->pub_state == 0) return; /* still connecting: the schedule starts late, lag shows it */
-    uint64_t now = sg_now_ns();
+    uint64_t now = now_ns();
     double due_d = floor((double)(now - r->t0) / r->period_ns) + 1;
     uint64_t due = due_d > (double)r->events ? r->events : (uint64_t)due_d;
     while (r->sent < due && r->pub_state == 1 && !r->pub.closing)
@@ -359,7 +362,8 @@ static void start_publish(fo_t *r)
     r->phase = PH_PUBLISH;
     bs_proc_sample((int)r->cfg.server_pid, &r->srv_pub0);
     bs_self_sample(&r->self_pub0);
-    r->t0 = r->t_pub_start = sg_now_ns();
+    r->t_pub_start = sg_now_ns();
+    r->t0 = now_ns(); /* the schedule runs on the stamping clock */
     uv_timer_start(&r->tick, on_tick, 0, 1);
 }
 
@@ -662,6 +666,8 @@ static const sg_opt_t fo_opts[] = {
         "idle: how long to hold the subscribers before measuring"),
     OPT("slow-fraction", SG_OPT_STRING, slow_fraction, NULL, 0, 0,
         "slow: fraction of subscribers that stop reading (default 0.1)"),
+    OPT("clock", SG_OPT_STRING, clock, "monotonic", 0, 0,
+        "clock of the event stamps: monotonic (same host) or realtime (stamped elsewhere)"),
     OPT("sample-interval", SG_OPT_DURATION, sample_ms, "100ms", 10, 86400000,
         "server memory sampling period"),
     OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
@@ -685,6 +691,13 @@ static int fo_main(int mode, int argc, char **argv)
         free(r);
         return code;
     }
+    if (strcmp(r->cfg.clock, "monotonic") != 0 && strcmp(r->cfg.clock, "realtime") != 0) {
+        fprintf(stderr, "sandgate-bench: --clock: '%s' is neither monotonic nor realtime\n",
+                r->cfg.clock);
+        free(r);
+        return 2;
+    }
+    g_realtime = strcmp(r->cfg.clock, "realtime") == 0;
     double frac = mode == MODE_SLOW ? 0.1 : 0.0;
     if (r->cfg.slow_fraction) {
         char *end;

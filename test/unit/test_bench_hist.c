@@ -191,13 +191,36 @@ static void test_url_and_run_id(void **st)
     free(b);
 }
 
+static void test_event_fields(void **st)
+{
+    int f;
+    const char *plain = "{\"seq\":42,\"sched\":1000,\"sent\":1005,\"pad\":\"xxxx\"}";
+    assert_int_equal(bench_event_u64(plain, strlen(plain), "seq", &f), 42);
+    assert_int_equal(f, 1);
+    assert_int_equal(bench_event_u64(plain, strlen(plain), "sched", &f), 1000);
+    assert_int_equal(bench_event_u64(plain, strlen(plain), "sent", &f), 1005);
+    /* the same body relayed as a process's stdout line inside a JSON string */
+    const char *wrapped =
+        "{\"type\":\"stdout\",\"text\":\"{\\\"seq\\\":7,\\\"sched\\\":1,\\\"sent\\\":2}\"}";
+    assert_int_equal(bench_event_u64(wrapped, strlen(wrapped), "seq", &f), 7);
+    assert_int_equal(f, 1);
+    assert_int_equal(bench_event_u64(wrapped, strlen(wrapped), "sent", &f), 2);
+    /* a key that only appears as part of another word or value is not a match */
+    const char *other = "{\"subseq\":3,\"x\":\"seq\",\"seqs\":4}";
+    bench_event_u64(other, strlen(other), "seq", &f);
+    assert_int_equal(f, 0);
+    /* bounded by n: a value cut off by the length is not read past it */
+    assert_int_equal(bench_event_u64(plain, 5, "seq", &f), 0);
+    assert_int_equal(f, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uniform),           cmocka_unit_test(test_long_tail),
         cmocka_unit_test(test_bimodal_and_small), cmocka_unit_test(test_small_values_exact),
         cmocka_unit_test(test_geometry),          cmocka_unit_test(test_merge_and_json),
-        cmocka_unit_test(test_url_and_run_id),
+        cmocka_unit_test(test_url_and_run_id),    cmocka_unit_test(test_event_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
