@@ -16,8 +16,19 @@ port=$(free_port)
 mkdir -p "$T/nginx"
 sed -e "s#@PREFIX@#$T/nginx#g" -e "s#@PORT@#$port#g" -e "s#@MODULE@#$MOD#g" -e "s#@NOFILE@#4096#g" \
   "$SRC/bench/nchan.conf.in" >"$T/nginx/nginx.conf"
-bg nginx -p "$T/nginx" -c "$T/nginx/nginx.conf"
+# nginx's output goes to a file: an orphaned worker must never hold ctest's pipes open. On
+# exit the master and its workers get SIGTERM (nginx's fast shutdown) before _lib's cleanup.
+bg nginx -p "$T/nginx" -c "$T/nginx/nginx.conf" >"$T/nginx/stdout.log" 2>&1
 ngpid=${_pids[-1]}
+stop_nginx() {
+  [ -n "${ngpid:-}" ] || return 0
+  local kids
+  kids=$(cat "/proc/$ngpid/task/$ngpid/children" 2>/dev/null || true)
+  kill -TERM "$ngpid" $kids 2>/dev/null || true
+  wait "$ngpid" 2>/dev/null || true
+  ngpid=
+}
+trap 'stop_nginx; cleanup' EXIT
 for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.05; done
 curl -sf -o /dev/null "http://127.0.0.1:$port/health" || { cat "$T/nginx/error.log" >&2; fail "nginx + Nchan did not start"; }
 U=http://127.0.0.1:$port
