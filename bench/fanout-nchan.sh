@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# fanout-nchan.sh: sandgate-bench fanout (1, 100, 1000 subscribers at a fixed publish rate) and
-# idle (1000 and 10000 subscribers) against nginx + Nchan, several rounds each, medians quoted.
+# fanout-nchan.sh: sandgate-bench fanout (1, 100, 1000 subscribers at a fixed publish rate),
+# idle (1000 and 10000 subscribers) and slow (1000 subscribers, 10 % stop reading, 1 KiB
+# events) against nginx + Nchan, several rounds each, medians quoted.
 #
 # nginx runs one worker (bench/nchan.conf.in documents every Nchan setting) pinned to core 0,
 # sandgate-bench to core 1 when there are two cores, so the figures compare with a
@@ -16,8 +17,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${SG_BIN_DIR:-}
 if [ -z "$bin" ]; then if [ -x "$root/build-rel/sandgate-bench" ]; then bin=$root/build-rel; else bin=$root/build; fi; fi
-rounds=3 rate=200 events=2000 hold=2s
-subs_list="1 100 1000" idle_list="1000 10000"
+rounds=3 rate=100 events=1000 hold=2s
+subs_list="1 100 1000" idle_list="1000 10000" slow_subs=1000
 out=$root/bench/results/fanout-nchan.json
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -68,20 +69,26 @@ run() { # name scenario args...
   "${pin1[@]}" "$bin/sandgate-bench" "${args[@]}" --server-pid "$ngpid" --out "$tmp/runs/$name.json" || echo "   (run not ok)" >&2
   stop_nginx
 }
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+steal_start=$(awk '/^cpu /{print $9}' /proc/stat) # clock ticks the hypervisor gave to others
 for r in $(seq "$rounds"); do
   # Rounds interleave the sizes so drift on a shared machine hits all alike.
   for n in $subs_list; do
     run "fanout-$n-r$r" fanout --sub-url "@U@/sub?id=f$n-r$r-{run}" --pub-url "@U@/pub?id=f$n-r$r-{run}" \
       --subscribers "$n" --events "$events" --rate "$rate"
   done
+  run "slow-$slow_subs-r$r" slow --sub-url "@U@/sub?id=s-r$r-{run}" --pub-url "@U@/pub?id=s-r$r-{run}" \
+    --subscribers "$slow_subs" --slow-fraction 0.1 --size 1024 --events "$events" --rate "$rate"
   for n in $idle_list; do
     run "idle-$n-r$r" idle --sub-url "@U@/sub?id=i$n-r$r-{run}" --pub-url "@U@/pub?id=i$n-r$r-{run}" \
       --subscribers "$n" --hold "$hold"
   done
 done
 
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+steal_ticks=$(( $(awk '/^cpu /{print $9}' /proc/stat) - steal_start ))
 mkdir -p "$(dirname "$out")"
-node - "$tmp/runs" "$out" "$rounds" "$rate" "$events" "$(nginx -v 2>&1)" \
+STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$rate" "$events" "$(nginx -v 2>&1)" \
   "$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)" <<'JS'
 const fs = require('fs'), path = require('path'), os = require('os');
 const [dir, out, rounds, rate, events, ngv, nchv] = process.argv.slice(2);
@@ -93,7 +100,7 @@ const summary = {};
 for (const [g, rs] of Object.entries(groups)) {
   const m = (f) => med(rs.map(f));
   const s = { rounds: rs.length, all_ok: rs.every((r) => r.ok), subscribers: rs[0].params.subscribers };
-  if (rs[0].scenario === 'fanout') {
+  if (rs[0].scenario === 'fanout' || rs[0].scenario === 'slow') {
     Object.assign(s, {
       rate: rs[0].params.rate, events: rs[0].params.events,
       deliveries_per_s: m((r) => r.throughput.deliveries_per_s),
@@ -102,6 +109,12 @@ for (const [g, rs] of Object.entries(groups)) {
       delivery_from_schedule_p99_ms: m((r) => r.latency_ms.delivery_from_schedule.p99),
       events_late: m((r) => r.counts.events_late),
       cpu_util: { bench: m((r) => r.cpu.bench && r.cpu.bench.util), server: m((r) => r.cpu.server && r.cpu.server.util) },
+    });
+    if (rs[0].scenario === 'slow') Object.assign(s, {
+      slow_subscribers: rs[0].params.slow_subscribers, size: rs[0].params.size,
+      server_rss_kb_growth_max: m((r) => r.memory.server_rss_kb_max - r.memory.server_rss_kb_held),
+      slow_received_max: m((r) => r.counts.slow_received_max),
+      subscribers_closed_early: m((r) => r.counts.subscribers_closed_early),
     });
   } else {
     Object.assign(s, {
@@ -118,14 +131,16 @@ for (const [g, rs] of Object.entries(groups)) {
 }
 const doc = {
   peer: 'nchan', nginx: ngv.replace(/^nginx version: /, ''), nchan_package: nchv,
-  machine: { cpus: os.cpus().length, model: os.cpus()[0].model, kernel: os.release(), pinned: os.cpus().length >= 2 ? 'nginx core 0, bench core 1' : 'no' },
+  machine: { cpus: os.cpus().length, model: os.cpus()[0].model, kernel: os.release(), pinned: os.cpus().length >= 2 ? 'nginx core 0, bench core 1' : 'no',
+    loadavg_start: process.env.LOAD_START, loadavg_end: process.env.LOAD_END, steal_ticks: +process.env.STEAL,
+    note: 'shared machine: other sessions run builds and tests concurrently; quote medians' },
   config: 'bench/nchan.conf.in (worker_processes 1, message buffer 1000 / 5m, first message newest, no pings)',
   rounds: +rounds, rate: +rate, events: +events, generated_at: new Date().toISOString(),
   summary, runs,
 };
 fs.writeFileSync(out, JSON.stringify(doc, null, 2) + '\n');
 for (const [g, s] of Object.entries(summary)) {
-  if (s.delivery_ms) console.log(`${g.padEnd(14)} ok=${s.all_ok} ${s.deliveries_per_s?.toFixed(0)} deliveries/s  delivery ms p50 ${s.delivery_ms.p50?.toFixed(3)} p99 ${s.delivery_ms.p99?.toFixed(3)} p99.9 ${s.delivery_ms.p99_9?.toFixed(3)} max ${s.delivery_ms.max?.toFixed(3)}  cpu bench ${s.cpu_util.bench?.toFixed(3)} server ${s.cpu_util.server?.toFixed(3)}`);
+  if (s.delivery_ms) console.log(`${g.padEnd(14)} ok=${s.all_ok}${s.slow_subscribers ? ` (${s.slow_subscribers} stalled; server rss +${s.server_rss_kb_growth_max} KiB)` : ''} ${s.deliveries_per_s?.toFixed(0)} deliveries/s  delivery ms p50 ${s.delivery_ms.p50?.toFixed(3)} p99 ${s.delivery_ms.p99?.toFixed(3)} p99.9 ${s.delivery_ms.p99_9?.toFixed(3)} max ${s.delivery_ms.max?.toFixed(3)}  cpu bench ${s.cpu_util.bench?.toFixed(3)} server ${s.cpu_util.server?.toFixed(3)}`);
   else console.log(`${g.padEnd(14)} ok=${s.all_ok} server ${s.server_rss_bytes_per_subscriber?.toFixed(0)} B/sub, bench ${s.bench_rss_bytes_per_subscriber?.toFixed(0)} B/sub, kernel (both ends): tcp mem ${s.tcp_mem_bytes_per_subscriber_both_ends?.toFixed(0)} B/sub, socket slab ${s.socket_slab_bytes_per_subscriber_both_ends?.toFixed(0)} B/sub`);
 }
 console.log(`wrote ${out}`);
