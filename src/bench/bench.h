@@ -1,6 +1,7 @@
 /* bench.h: the scenarios sandgate-bench runs, one entry point each (argv[0] is the scenario
  * name, the rest its flags). Each returns the process exit code: 0 when the run completed
- * and its result document says "ok": true, 1 when it completed with errors, 2 for bad usage.
+ * and its result document says "ok": true, 1 when it completed with errors, 2 for bad usage,
+ * 3 when its own loop did not close clean (a handle left open: a bench bug).
  *
  *   fanout.c    fanout, idle, slow   SSE subscribers + an open-loop publisher (Nchan-style
  *                                    POST /pub, GET /sub as text/event-stream)

@@ -265,8 +265,8 @@ static int ex_main(int relay, int argc, char **argv)
         ex_next(r, &r->slots[i]);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
+    int loop_dirty = uv_loop_close(&loop) != 0;
+    if (loop_dirty) fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
 
     double wall = (double)(r->t1 - r->t0) / 1e9;
     json_t *params =
@@ -336,7 +336,7 @@ static int ex_main(int relay, int argc, char **argv)
     free(r->body);
     free(r->extra);
     free(r);
-    return wrc < 0 ? 1 : ok ? 0 : 1;
+    return loop_dirty ? 3 : wrc < 0 ? 1 : ok ? 0 : 1;
 }
 
 int bench_exec_main(int argc, char **argv)

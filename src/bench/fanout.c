@@ -792,7 +792,7 @@ static int fo_main(int mode, int argc, char **argv)
     free(su);
     free(pu);
     free(r);
-    return wrc < 0 ? 1 : ok ? 0 : 1;
+    return closed != 0 ? 3 : wrc < 0 ? 1 : ok ? 0 : 1;
 }
 
 int bench_fanout_main(int argc, char **argv)

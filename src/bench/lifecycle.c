@@ -414,8 +414,8 @@ int bench_lifecycle_main(int argc, char **argv)
     for (uint32_t i = 0; i < r->nslots; i++)
         lc_next(r, &r->slots[i]);
     uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
-        fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
+    int loop_dirty = uv_loop_close(&loop) != 0;
+    if (loop_dirty) fprintf(stderr, "sandgate-bench: internal: loop not closed cleanly\n");
 
     double wall = (double)(r->t1 - r->t0) / 1e9;
     json_t *params = json_pack(
@@ -470,5 +470,5 @@ int bench_lifecycle_main(int argc, char **argv)
     free(r->api_extra);
     free(base);
     free(r);
-    return wrc < 0 ? 1 : ok ? 0 : 1;
+    return loop_dirty ? 3 : wrc < 0 ? 1 : ok ? 0 : 1;
 }
