@@ -77,6 +77,7 @@ struct fo {
     uint32_t open_handles;
     uint32_t complete_subs, fast_ready, ready_fast_total;
     int pub_state; /* 0 connecting, 1 up, 2 gone */
+    int no_pub;    /* --pub-url none: the events come from elsewhere */
     int timers_closed;
     int phase;
     uv_timer_t tick, phase_timer, sample_timer;
@@ -359,6 +360,16 @@ static void on_tick(uv_timer_t *t)
 
 static void start_publish(fo_t *r)
 {
+    if (r->no_pub) {
+        /* Someone else publishes (--pub-url none): just wait for the events. */
+        bs_proc_sample((int)r->cfg.server_pid, &r->srv_pub0);
+        bs_self_sample(&r->self_pub0);
+        r->t_pub_start = r->t_pub_end = sg_now_ns();
+        r->phase = PH_DRAIN;
+        uv_timer_start(&r->phase_timer, on_drain_timeout, r->cfg.drain_ms, 0);
+        fo_maybe_done(r);
+        return;
+    }
     r->phase = PH_PUBLISH;
     bs_proc_sample((int)r->cfg.server_pid, &r->srv_pub0);
     bs_self_sample(&r->self_pub0);
@@ -466,7 +477,7 @@ static void fo_finish(fo_t *r)
     uv_timer_stop(&r->sample_timer);
     for (uint32_t i = 0; i < r->next_connect; i++)
         if (r->subs[i].state != SUB_CLOSED) bc_close(&r->subs[i].c);
-    bc_close(&r->pub);
+    if (!r->no_pub) bc_close(&r->pub);
     fo_maybe_done(r);
 }
 
@@ -529,6 +540,7 @@ static json_t *fo_doc(fo_t *r, int *ok)
         "drain_timeout_ms", (json_int_t)r->cfg.drain_ms, "late_after_ms",
         (json_int_t)r->cfg.late_ms, "server_pid", (json_int_t)r->cfg.server_pid, "slow_subscribers",
         (json_int_t)r->nslow);
+    json_object_set_new(params, "clock", json_string(r->cfg.clock));
     if (r->mode == MODE_IDLE)
         json_object_set_new(params, "hold_ms", json_integer((json_int_t)r->cfg.hold_ms));
     json_t *doc = bench_doc_new(names[r->mode], params);
@@ -541,7 +553,7 @@ static json_t *fo_doc(fo_t *r, int *ok)
     }
     /* Deliveries owed: every reading subscriber that got its headers, every acked event. */
     uint64_t fast_ready_n = r->ready_fast_total;
-    uint64_t expected_fast = fast_ready_n * r->acked;
+    uint64_t expected_fast = fast_ready_n * (r->no_pub ? r->events : r->acked);
     json_t *counts =
         json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "subscribers",
                   (json_int_t)r->n, "subscribers_ready", (json_int_t)r->ready,
@@ -646,7 +658,10 @@ static const sg_opt_t fo_opts[] = {
     OPT("sub-url", SG_OPT_STRING, sub_url, "http://127.0.0.1:8080/sub?id=bench-{run}", 0, 0,
         "subscriber URL (GET, text/event-stream); {run} becomes a per-run id"),
     OPT("pub-url", SG_OPT_STRING, pub_url, "http://127.0.0.1:8080/pub?id=bench-{run}", 0, 0,
-        "publisher URL (POST one event per request, pipelined on one connection)"),
+        "publisher URL (POST one event per request, pipelined on one connection); 'none': events "
+        "are published "
+        "by someone else (stamped with seq/sched/sent, see --clock) and --events of them are "
+        "awaited"),
     OPT("subscribers", SG_OPT_INT, subscribers, "100", 1, 1000000, "subscribers to hold"),
     OPT("events", SG_OPT_INT, events, "1000", 0, 100000000,
         "events to publish (idle: ignored, one probe)"),
@@ -713,7 +728,8 @@ static int fo_main(int mode, int argc, char **argv)
     char err[512];
     char *su = bench_subst_run(r->cfg.sub_url), *pu = bench_subst_run(r->cfg.pub_url);
     int rc = bc_url_parse(su, &r->sub_url, err, sizeof(err));
-    if (rc == 0) rc = bc_url_parse(pu, &r->pub_url, err, sizeof(err));
+    r->no_pub = strcmp(pu, "none") == 0;
+    if (rc == 0 && !r->no_pub) rc = bc_url_parse(pu, &r->pub_url, err, sizeof(err));
     r->cfg.sub_url = NULL;
     if (rc < 0) {
         fprintf(stderr, "sandgate-bench: %s\n", err);
@@ -765,8 +781,10 @@ static int fo_main(int mode, int argc, char **argv)
     r->sock_max = r->sock0;
     r->t_start = sg_now_ns();
     r->phase = PH_CONNECT;
-    r->open_handles = 1;
-    if (bc_connect(&loop, &r->pub, &r->pub_url, &pub_ops, r) < 0)
+    r->open_handles = r->no_pub ? 0 : 1;
+    if (r->no_pub)
+        r->pub_state = 1;
+    else if (bc_connect(&loop, &r->pub, &r->pub_url, &pub_ops, r) < 0)
         fprintf(stderr, "sandgate-bench: cannot start the publisher connection\n");
     uv_timer_start(&r->phase_timer, on_connect_timeout, r->cfg.connect_timeout_ms, 0);
     uv_timer_start(&r->sample_timer, on_sample, r->cfg.sample_ms, r->cfg.sample_ms);

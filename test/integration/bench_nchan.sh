@@ -84,6 +84,28 @@ check "$T/slow.json" 'd.scenario === "slow"' 'd.ok === true' 'd.counts.slow_subs
   'd.params.slow_subscribers === 10'
 pass "slow: 30 reading subscribers complete while 10 stall"
 
+# --pub-url none: events published by someone else (curl here), stamped with the wall clock
+chan=ext$$
+"$BENCH" fanout --sub-url "$U/sub?id=$chan" --pub-url none --clock realtime --subscribers 20 --events 10 \
+  --drain-timeout 60s --out "$T/ext.json" --quiet &
+bpid=$!
+n=0
+for _ in $(seq 400); do # until Nchan counts the 20 subscribers on the channel (bounded: 20 s)
+  n=$(curl -s "$U/pub?id=$chan" | sed -n 's/^active subscribers: *//p' | tr -d '\r')
+  [ "${n:-0}" -ge 20 ] && break
+  sleep 0.05
+done
+[ "${n:-0}" -ge 20 ] || fail "external-publisher subscribers never registered ($n)"
+for i in $(seq 0 9); do
+  t=$(date +%s%N)
+  curl -sf -o /dev/null -X POST --data "{\"seq\":$i,\"sched\":$t,\"sent\":$t}" "$U/pub?id=$chan" || fail "publish $i"
+done
+wait "$bpid" || fail "fanout --pub-url none exit $?"
+check "$T/ext.json" 'd.ok === true' 'd.params.pub_url === "none"' 'd.params.clock === "realtime"' \
+  'd.counts.subscribers_complete === 20' 'd.counts.deliveries === 200' 'd.counts.deliveries_expected === 200' \
+  'd.counts.events_published === 0' 'd.latency_ms.delivery.count === 200' 'd.counts.gaps === 0'
+pass "external publisher (--pub-url none, --clock realtime): 20 subscribers got all 10 events"
+
 # nobody listening: errors are counted, the document is still whole, exit 1
 dead=$(free_port)
 set +e
