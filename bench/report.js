@@ -82,6 +82,42 @@ if (es) {
   lines.push('');
 }
 
+const fn = load('fanout-nchan');
+if (fn) {
+  const S = fn.summary;
+  lines.push('## Fan-out, idle and slow subscribers: the Nchan peer');
+  lines.push('');
+  lines.push(`Run ${fn.generated_at} on ${fn.machine.cpus} CPUs (${fn.machine.model}); \`bench/fanout-nchan.sh\` with`);
+  lines.push(`\`sandgate-bench\` (${fn.nginx}, Nchan ${fn.nchan_package}, one worker, ${fn.machine.pinned};`);
+  lines.push(`${fn.rounds} rounds, medians). Publish rate ${fn.rate} events/s, ${fn.events} events, open loop; latency is`);
+  lines.push('publish-to-receive per delivery, from every sample. **sandgate: not measured yet** — its');
+  lines.push('process streams (issue 6) do not exist; these are the figures it will be set against, taken');
+  lines.push('by the same client.');
+  lines.push('');
+  lines.push('| scenario | deliveries/s | p50 | p99 | p99.9 | max | bench CPU | server CPU |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const k of Object.keys(S)) {
+    const v = S[k];
+    if (!v.delivery_ms) continue;
+    const name = k.startsWith('slow') ? `slow: ${v.subscribers} subscribers, ${v.slow_subscribers} stalled, ${v.size} B events` : `fanout: ${v.subscribers} subscriber${v.subscribers > 1 ? 's' : ''}`;
+    const d = v.delivery_ms;
+    lines.push(`| ${name} | ${fmt(v.deliveries_per_s)} | ${fmt(d.p50, 2)} ms | ${fmt(d.p99, 2)} ms | ${fmt(d.p99_9, 2)} ms | ${fmt(d.max, 2)} ms | ${fmt(v.cpu_util.bench, 2)} | ${fmt(v.cpu_util.server, 2)} |`);
+  }
+  lines.push('');
+  lines.push('| idle subscribers | server RSS / subscriber | bench RSS / subscriber | kernel socket slab / subscriber (both ends) |');
+  lines.push('|---|---:|---:|---:|');
+  for (const k of Object.keys(S)) {
+    const v = S[k];
+    if (!k.startsWith('idle')) continue;
+    lines.push(`| ${fmt(v.subscribers)} | ${fmt(v.server_rss_bytes_per_subscriber)} B | ${fmt(v.bench_rss_bytes_per_subscriber)} B | ${fmt(v.socket_slab_bytes_per_subscriber_both_ends)} B |`);
+  }
+  lines.push('');
+  lines.push('The load generator is not the bottleneck: its CPU stays at or below the server\'s in every');
+  lines.push('row (CPU columns are cores used over the run). Every run\'s full document is in');
+  lines.push('`bench/results/fanout-nchan.json`.');
+  lines.push('');
+}
+
 const extra = path.join(root, 'bench', 'report-extra.md');
 if (fs.existsSync(extra)) lines.push(fs.readFileSync(extra, 'utf8'));
 

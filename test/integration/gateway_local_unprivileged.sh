@@ -10,10 +10,14 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 command -v setpriv >/dev/null || fail "setpriv (util-linux) is needed to drop to uid 65534"
+# The build tree may sit where uid 65534 cannot reach (a 0700 home or temp dir): run copies.
 chmod 755 "$T"
+mkdir -m 755 "$T/bin"
+cp "$SG_BIN_DIR/test_gateway_local" "$SG_BIN_DIR/sandgate-execd" "$T/bin/"
+chmod 755 "$T/bin"/*
 rc=0
-setpriv --reuid=65534 --regid=65534 --clear-groups env SG_BIN_DIR="$SG_BIN_DIR" HOME=/tmp TMPDIR=/tmp \
-  "$SG_BIN_DIR/test_gateway_local" >"$T/out" 2>&1 || rc=$?
+setpriv --reuid=65534 --regid=65534 --clear-groups env SG_BIN_DIR="$T/bin" HOME=/tmp TMPDIR=/tmp \
+  "$T/bin/test_gateway_local" >"$T/out" 2>&1 || rc=$?
 [ "$rc" = 0 ] || { grep -v '^    #' "$T/out" | tail -40 >&2; fail "provider tests as uid 65534 exited $rc"; }
 grep -q 'pids=rlimit-nproc-per-uid(32)' "$T/out" || fail "pids not enforced by RLIMIT_NPROC: $(grep enforced "$T/out")"
 grep -q 'enforced: freeze=signals' "$T/out" || fail "pause did not fall back to signals"
