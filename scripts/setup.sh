@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh            install what is missing (Debian 12 packages), build ./build
 #   scripts/setup.sh --serve    the same, then run `sandgate serve` on its embedded defaults
-#                               (127.0.0.1:8080, local provider, ./sandgate-data)
+#                               (127.0.0.1:8080, local provider, ./sandgate-data, the image
+#                               name ubuntu:22.04 mapped to the built-in host image)
 #   scripts/setup.sh --deps     install only, do not build
 #
 # Idempotent: packages already present are not touched, the build is incremental. Uses sudo for
@@ -59,6 +60,9 @@ cmake --build "$root/build" -j "$(nproc)" >/dev/null
 
 if [ "$mode" = serve ]; then
   cd "$root"
-  exec ./build/sandgate serve --listen "${SANDGATE_LISTEN:-127.0.0.1:8080}" --data "${SANDGATE_DATA:-sandgate-data}"
+  # The SDK's default image name maps to the built-in `host` image: an explicit operator choice
+  # (unregistered images are refused, never substituted).
+  exec ./build/sandgate serve --listen "${SANDGATE_LISTEN:-127.0.0.1:8080}" \
+    --data "${SANDGATE_DATA:-sandgate-data}" --image ubuntu:22.04=host
 fi
 echo "setup: built $root/build (sandgate, sandgate-execd, sandgate-bench)" >&2

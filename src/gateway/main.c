@@ -14,8 +14,8 @@ static void usage(FILE *f)
                "  serve      run the gateway (see `sandgate serve --help`)\n"
                "  doctor     what this host offers local sandboxes (`sandgate doctor --json`)\n"
                "  version    print the version\n\n"
-               "This build has the foundation only: `serve` answers /health; the lifecycle API,\n"
-               "the local provider and streaming land with their issues.\n");
+               "`serve` speaks OpenSandbox's lifecycle API in front of local bubblewrap sandboxes\n"
+               "(see docs/api.md). Process streams and the durable store are not in this build.\n");
 }
 
 int main(int argc, char **argv)
