@@ -383,28 +383,35 @@ static void on_created(void *ud, int err, const sg_prov_err_t *e, const sg_sandb
     op_free(o);
 }
 
+/* The common start of every JSON-body route: 1 when the request was answered (or released)
+ * here, 0 with *out parsed. Invalid JSON gets FastAPI's 422 json_invalid shape. */
+static int read_json_body(sg_http_req_t *req, int err, const char *body, size_t len, json_t **out)
+{
+    if (err == SG_ETOOBIG) return 1; /* the server answered 413 */
+    if (err < 0) {
+        sg_http_req_release(req);
+        return 1;
+    }
+    sg_json_err_t je;
+    sg_json_err_init(&je);
+    if (sg_json_parse(body, len, 0, out, &je) == 0) return 0;
+    sg_api_err_t e;
+    sg_api_err_init(&e);
+    sg_api_err_422(&e, "json_invalid", json_pack("[s,i]", "body", 0), "JSON decode error",
+                   json_object());
+    json_object_set_new(json_array_get(e.detail, 0), "ctx", json_pack("{s:s}", "error", je.message));
+    respond_err(req, &e);
+    sg_api_err_free(&e);
+    return 1;
+}
+
 static void on_create_body(sg_http_req_t *req, int err, const char *body, size_t len, void *ud)
 {
     sg_api_t *a = ud;
-    if (err == SG_ETOOBIG) return;
-    if (err < 0) {
-        sg_http_req_release(req);
-        return;
-    }
+    json_t *j = NULL;
+    if (read_json_body(req, err, body, len, &j)) return;
     sg_api_err_t e;
     sg_api_err_init(&e);
-    json_t *j = NULL;
-    sg_json_err_t je;
-    sg_json_err_init(&je);
-    if (sg_json_parse(body, len, 0, &j, &je) < 0) {
-        json_t *ctx = json_pack("{s:s}", "error", je.message);
-        sg_api_err_422(&e, "json_invalid", json_pack("[s,i]", "body", 0), "JSON decode error",
-                       json_object());
-        json_object_set_new(json_array_get(e.detail, 0), "ctx", ctx);
-        respond_err(req, &e);
-        sg_api_err_free(&e);
-        return;
-    }
     sg_api_create_t c;
     if (sg_api_parse_create(j, &a->cfg, &c, &e)) {
         respond_err(req, &e);
@@ -588,23 +595,10 @@ static void on_patch_body(sg_http_req_t *req, int err, const char *body, size_t 
     char *id = ud;
     sg_api_t *a = sg_http_req_data(req);
     sg_http_req_set_data(req, NULL);
-    if (err == SG_ETOOBIG) goto out;
-    if (err < 0) {
-        sg_http_req_release(req);
-        goto out;
-    }
     json_t *j = NULL;
-    sg_json_err_t je;
-    sg_json_err_init(&je);
+    if (read_json_body(req, err, body, len, &j)) goto out;
     sg_api_err_t e;
     sg_api_err_init(&e);
-    if (sg_json_parse(body, len, 0, &j, &je) < 0) {
-        sg_api_err_422(&e, "json_invalid", json_pack("[s,i]", "body", 0), "JSON decode error",
-                       json_pack("{s:s}", "error", je.message));
-        respond_err(req, &e);
-        sg_api_err_free(&e);
-        goto out;
-    }
     sg_sandbox_t *s = sg_sbx_find(tenant_of(a, req), id);
     char code[64], msg[512];
     int st;
@@ -629,21 +623,12 @@ static void on_renew_body(sg_http_req_t *req, int err, const char *body, size_t 
     char *id = ud;
     sg_api_t *a = sg_http_req_data(req);
     sg_http_req_set_data(req, NULL);
-    if (err == SG_ETOOBIG) goto out;
-    if (err < 0) {
-        sg_http_req_release(req);
-        goto out;
-    }
     json_t *j = NULL;
-    sg_json_err_t je;
-    sg_json_err_init(&je);
+    if (read_json_body(req, err, body, len, &j)) goto out;
     sg_api_err_t e;
     sg_api_err_init(&e);
     int64_t us = 0;
-    if (sg_json_parse(body, len, 0, &j, &je) < 0) {
-        sg_api_err_422(&e, "json_invalid", json_pack("[s,i]", "body", 0), "JSON decode error",
-                       json_pack("{s:s}", "error", je.message));
-    } else if (!json_is_object(j)) {
+    if (!json_is_object(j)) {
         sg_api_err_422(&e, "model_attributes_type", json_pack("[s]", "body"),
                        "Input should be a valid dictionary or object to extract fields from",
                        json_incref(j));
