@@ -42,7 +42,11 @@ function cleanup() {
     for (const id of fs.readdirSync(path.join(DATA, 'sandboxes'))) {
       try {
         const st = JSON.parse(fs.readFileSync(path.join(DATA, 'sandboxes', id, 'state.json'), 'utf8'));
-        if (st.init_pid) process.kill(st.init_pid, 'SIGKILL');
+        // After a failure sandboxes may be left (serve keeps them across restarts): kill
+        // the sandbox's init and its bwrap so nothing outlives the test.
+        for (const pid of [st.init_pid, st.bwrap_pid]) {
+          try { if (pid > 0) process.kill(pid, 'SIGKILL'); } catch (_) { /* gone */ }
+        }
       } catch (_) { /* no state */ }
     }
   } catch (_) { /* no dir */ }
