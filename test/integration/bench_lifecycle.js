@@ -106,7 +106,7 @@ async function main() {
   assert.equal(d.ok, true);
   assert.deepEqual(d.counts, { sandboxes: 12, completed: 12, deleted: 12, not_deleted: 0, ping_attempts: 24 });
   assert.equal(d.errors.total, 0);
-  for (const k of ['create', 'endpoint', 'ready', 'exec', 'delete', 'total']) {
+  for (const k of ['create', 'endpoint', 'ready', 'exec', 'delete', 'create_to_ready', 'total']) {
     assert.equal(d.latency_ms[k].count, 12, k);
     for (const f of ['min', 'mean', 'p50', 'p90', 'p99', 'p99_9', 'max']) assert.equal(typeof d.latency_ms[k][f], 'number', `${k}.${f}`);
     assert.ok(d.latency_ms[k].p50 <= d.latency_ms[k].p99 && d.latency_ms[k].p99 <= d.latency_ms[k].max, k);
