@@ -35,7 +35,10 @@ function cleanup() {
     for (const id of fs.readdirSync(path.join(DATA, 'sandboxes'))) {
       try {
         const st = JSON.parse(fs.readFileSync(path.join(DATA, 'sandboxes', id, 'state.json'), 'utf8'));
-        if (st.init_pid) process.kill(st.init_pid, 'SIGKILL');
+        // Kill the sandbox's init and its bwrap so nothing outlives a failed run.
+        for (const pid of [st.init_pid, st.bwrap_pid]) {
+          try { if (pid > 0) process.kill(pid, 'SIGKILL'); } catch (_) { /* gone */ }
+        }
       } catch (_) { /* no state */ }
     }
   } catch (_) { /* no dir */ }
