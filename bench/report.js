@@ -118,6 +118,29 @@ if (fn) {
   lines.push('');
 }
 
+const lc = load('lifecycle-local');
+if (lc) {
+  const L = lc.latency_ms;
+  lines.push('## Sandbox lifecycle: local bubblewrap sandboxes');
+  lines.push('');
+  lines.push(`Run ${lc.started_at}; \`bench/lifecycle-local.sh\`: \`sandgate-bench lifecycle\` against`);
+  lines.push(`\`${lc.setup.server}\` (Release build), ${lc.params.sandboxes} sandboxes at concurrency`);
+  lines.push(`${lc.params.concurrency}: create → endpoint → \`/ping\` through the gateway until it answers (polled every`);
+  lines.push('5 ms) → exec `true` → delete. No peer runs on this machine (OpenSandbox needs Docker or');
+  lines.push('Kubernetes, neither available here), so these are sandgate\'s own figures; the issue sets no');
+  lines.push('numeric target.');
+  lines.push('');
+  lines.push('| step | p50 | p99 | max |');
+  lines.push('|---|---:|---:|---:|');
+  for (const k of ['create_to_ready', 'create', 'ready', 'exec', 'delete', 'total']) {
+    if (!L[k]) continue;
+    lines.push(`| ${k.replace(/_/g, ' ')} | ${fmt(L[k].p50, 1)} ms | ${fmt(L[k].p99, 1)} ms | ${fmt(L[k].max, 1)} ms |`);
+  }
+  lines.push('');
+  lines.push(`create + exec + delete throughput: **${fmt(lc.throughput.sandboxes_per_s)} sandboxes/s** (${lc.counts.completed}/${lc.counts.sandboxes} completed, ${lc.errors.total} errors).`);
+  lines.push('');
+}
+
 const extra = path.join(root, 'bench', 'report-extra.md');
 if (fs.existsSync(extra)) lines.push(fs.readFileSync(extra, 'utf8'));
 
