@@ -226,6 +226,17 @@ static void on_check(void *ud, int alive, const sg_prov_err_t *e)
     op_free(o);
 }
 
+/* Running, with what the provider enforced in the message, so clients see the limits that
+ * actually apply (cgroup v2/v1, rlimits, or unenforced) in the sandbox's status. */
+static void set_running(sg_sandbox_t *s)
+{
+    if (s->handle.enforced[0])
+        sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running. Enforced: %s.",
+                         s->handle.enforced);
+    else
+        sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+}
+
 static void ping_done(sg_http_creq_t *r, void *data, int err, const char *msg)
 {
     sg_sandbox_t *s = data;
@@ -239,7 +250,7 @@ static void ping_done(sg_http_creq_t *r, void *data, int err, const char *msg)
     if (!ok && !err) snprintf(why, sizeof(why), "/ping answered %d", status);
     if (s->state == SG_SBX_PENDING) {
         if (ok) {
-            sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+            set_running(s);
             s->missed_pings = 0;
             arm_health(a, s);
         } else if ((int64_t)uv_now(a->loop) >= s->ready_deadline_ms) {
@@ -253,7 +264,7 @@ static void ping_done(sg_http_creq_t *r, void *data, int err, const char *msg)
     } else if (s->state == SG_SBX_RUNNING) {
         if (ok) {
             if (s->missed_pings)
-                sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+                set_running(s);
             s->missed_pings = 0;
             arm_health(a, s);
         } else {
@@ -553,7 +564,7 @@ static void on_paused_resumed(void *ud, int err, const sg_prov_err_t *e)
         sg_sbx_set_state(s, SG_SBX_PAUSED, "SANDBOX_PAUSED", "Sandbox is paused.");
         sg_http_respond(o->req, 202, NULL, NULL, 0);
     } else {
-        sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+        set_running(s);
         s->missed_pings = 0;
         arm_health(a, s);
         sg_http_respond(o->req, 202, NULL, NULL, 0);
@@ -749,7 +760,7 @@ static void on_proxied_ping(void *ud, int status)
     if (status < 200 || status >= 300 || !s->linked || s->state != SG_SBX_PENDING || a->closing)
         return;
     stop_watch(s);
-    sg_sbx_set_state(s, SG_SBX_RUNNING, "SANDBOX_RUNNING", "Sandbox is running.");
+    set_running(s);
     s->missed_pings = 0;
     arm_health(a, s);
 }

@@ -237,6 +237,9 @@ async function sseCommand(epBase, command) {
   assert.equal(r.status, 202);
   assert.equal(r.headers.get('content-length'), '0');
   assert.equal((await call('GET', `/v1/sandboxes/${a.id}`)).json.status.state, 'Running');
+  // What the provider enforced for resourceLimits {cpu:1, memory:2Gi} is in the status.
+  assert.match((await call('GET', `/v1/sandboxes/${a.id}`)).json.status.message,
+    /^Sandbox is running\. Enforced: .*cpu=[a-z0-9-]+\(?.*memory=/);
   r = await call('POST', `/v1/sandboxes/${a.id}/resume`);
   assert.equal(r.status, 409);
   assert.equal(r.json.code, 'SANDBOX::SANDBOX_NOT_PAUSED');
