@@ -355,7 +355,10 @@ static int resp_write(sg_http_req_t *req, sg__http_conn_t *c, sg_buf_t *b, size_
     else sg_bufq_push_copy(&c->out, p, len);
     req->bytes_out += len;
     if (req->resp_chunked) push_str(c, req, "\r\n", 2);
-    sg__http_conn_flush(c);
+    /* No write here: a producer emitting many small pieces in one loop turn (a command's
+     * output lines) gets them gathered into one write by the deferred pass (Redis writes in
+     * beforeSleep for the same reason). */
+    sg__http_conn_kick(c);
     if (c->out.bytes > c->srv->cfg.limits.write_high_water) {
         req->want_drain = 1;
         return 1;
@@ -370,7 +373,6 @@ static int resp_end(sg_http_req_t *req, sg__http_conn_t *c)
     if (req->resp_fixed && req->resp_remaining && !req->resp_no_body)
         c->close_after = 1; /* short body: only a close tells the client */
     req->resp_state = SG__RESP_ENDED;
-    sg__http_conn_flush(c);
     sg__http_conn_kick(c);
     return 0;
 }
@@ -382,7 +384,7 @@ int sg_http_resp_start(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs)
     sg__http_conn_t *c = live_conn(req);
     if (!c) return SG_ECLOSED;
     int r = resp_head(req, c, status, hdrs, -1, 0);
-    if (r == 0) sg__http_conn_flush(c);
+    if (r == 0) sg__http_conn_kick(c); /* the head goes out with the first chunk or alone */
     return r;
 }
 
