@@ -44,11 +44,15 @@ if (hb) {
   lines.push('');
   lines.push('wrk is closed-loop: each connection sends its next request when the previous answer');
   lines.push('arrives, so mean latency is about connections / throughput for both servers; the');
-  lines.push('percentiles show how that time is spread. nginx answers most requests faster and a few');
-  lines.push('connections much later (its p99); sandgate serves connections evenly. Where sandgate');
-  lines.push('falls short: requests/s, by the ratio above (target from issue 2: a first measurement,');
-  lines.push('no target set; the gap is per-request work in user space, the kernel cost per request');
-  lines.push('is the same: one read and one write, no epoll_ctl).');
+  lines.push('percentiles show how that time is spread across requests; which server has the longer');
+  lines.push('tail varies between runs on this shared machine (per-round figures in the JSON). The issue');
+  lines.push('sets no target for this first measurement.');
+  const short = [];
+  if (r.rps < 0.97) short.push(`requests/s (${fmt(r.rps, 2)}x nginx)`);
+  if (r.p50 > 1.03) short.push(`p50 (${fmt(r.p50, 2)}x)`);
+  if (r.p99 > 1.03) short.push(`p99 (${fmt(r.p99, 2)}x)`);
+  lines.push(short.length ? `Where sandgate falls short in this run: ${short.join(', ')}.`
+                          : 'In this run sandgate is within 3% of nginx or better on every figure.');
   lines.push('');
   lines.push('Per-round figures are in `bench/results/http-baseline.json`.');
   lines.push('');
