@@ -20,6 +20,9 @@
 #define MAX_COMMAND_BODY (1u << 20)
 #define MAX_ERROR_BODY (64u * 1024u)
 #define MAX_SIGNAL_BODY 4096u
+/* One upstream event: execd bounds its lines (--max-line-bytes) and raw reads; this only stops
+ * a broken or hostile execd from growing the decoder without end. */
+#define MAX_UPSTREAM_EVENT (8u << 20)
 
 typedef struct proc proc_t;
 typedef struct sub sub_t;
@@ -71,7 +74,8 @@ struct sub {
     proc_t *p;
     sg_http_req_t *req;
     uint64_t next_id;
-    uint64_t sent_cum;
+    uint64_t sent_cum; /* log cum of the last event given to it */
+    uint64_t base_cum; /* log cum when it joined: history it asked for is not lag */
     uint8_t execd, raw, blocked, over_soft;
     sg_tentry_t hb;
     sg_tentry_t stall;
@@ -165,6 +169,7 @@ static size_t b64_decoded_len(const char *s, size_t n)
 
 static void sub_pump(sub_t *s);
 static void sub_end(sub_t *s, int cut);
+static uint64_t sub_lag(const sub_t *s);
 
 static void stats_state(sg_proc_state_t from, sg_proc_state_t to)
 {
@@ -341,7 +346,7 @@ static void sub_cut(sub_t *s, sg_cut_reason_t why)
                                         "write blocked past the send timeout"};
     char last[32], lag[32];
     snprintf(last, sizeof(last), "%llu", (unsigned long long)(s->next_id - 1));
-    snprintf(lag, sizeof(lag), "%llu", (unsigned long long)(s->p->log.cum - s->sent_cum));
+    snprintf(lag, sizeof(lag), "%llu", (unsigned long long)sub_lag(s));
     sg_log_kv(SG_LOG_WARN, "stream: slow subscriber disconnected", "rid", sg_http_req_id(s->req),
               "process", s->p->id, "reason", names[why], "last_queued_id", last, "lag_bytes", lag,
               NULL);
@@ -350,10 +355,16 @@ static void sub_cut(sub_t *s, sg_cut_reason_t why)
 }
 
 /* Returns 1 when s was cut. */
+static uint64_t sub_lag(const sub_t *s)
+{
+    uint64_t from = s->sent_cum > s->base_cum ? s->sent_cum : s->base_cum;
+    return s->p->log.cum - from;
+}
+
 static int sub_check_lag(sub_t *s)
 {
     sg_procs_t *m = s->p->m;
-    uint64_t lag = s->p->log.cum - s->sent_cum;
+    uint64_t lag = sub_lag(s);
     if (lag > m->cfg.lag_hard) {
         sub_cut(s, SG_CUT_HARD);
         return 1;
@@ -478,7 +489,7 @@ static void on_soft(sg_tentry_t *e)
 {
     sub_t *s = SG_CONTAINER_OF(e, sub_t, soft);
     s->over_soft = 0;
-    if (s->blocked && s->p->log.cum - s->sent_cum > s->p->m->cfg.lag_soft)
+    if (s->blocked && sub_lag(s) > s->p->m->cfg.lag_soft)
         sub_cut(s, SG_CUT_SOFT);
 }
 
@@ -494,6 +505,7 @@ static sub_t *sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_
     s->next_id = next_id;
     const sg_plog_ent_t *prev = sg_plog_get(&p->log, next_id - 1);
     s->sent_cum = prev ? prev->cum : (next_id >= p->log.next_id ? p->log.cum : 0);
+    s->base_cum = p->log.cum;
     sg_tentry_init(&s->hb, on_hb);
     sg_tentry_init(&s->stall, on_stall);
     sg_tentry_init(&s->soft, on_soft);
@@ -640,7 +652,7 @@ static void up_on_response(sg_http_creq_t *r, void *data, int status, const sg_h
     const char *ct = sg_hdrs_get(hdrs, "content-type");
     snprintf(p->errctype, sizeof(p->errctype), "%s", ct ? ct : "application/json");
     if (status == 200) {
-        sg_sse_decoder_init(&p->dec, 0, 0, up_on_event, NULL, p);
+        sg_sse_decoder_init(&p->dec, MAX_UPSTREAM_EVENT, MAX_UPSTREAM_EVENT, up_on_event, NULL, p);
         p->dec_init = 1;
     }
 }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <uv.h>
 
@@ -222,6 +223,23 @@ static void on_signal(uv_signal_t *h, int signum)
     sg_http_server_shutdown(g->http, g->cfg.shutdown_grace_ms, on_drained);
 }
 
+/* Every subscriber is a socket: take the file-descriptor allowance the administrator granted
+ * (the hard limit, as nginx's worker_rlimit_nofile would), capped so sandboxes, which inherit
+ * it, keep a conventional value. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1048576 ? 1048576 : rl.rlim_max;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        char v[32];
+        snprintf(v, sizeof(v), "%llu", (unsigned long long)want);
+        sg_log_kv(SG_LOG_DEBUG, "raised the open file limit", "nofile", v, NULL);
+    }
+}
+
 static int make_dir(const char *path)
 {
     char buf[4096];
@@ -330,6 +348,7 @@ int sg_gateway_serve(int argc, char **argv)
         return 2;
     }
     sg_log_set_level(level);
+    raise_nofile();
     if ((g.cfg.tls_cert == NULL) != (g.cfg.tls_key == NULL)) {
         fprintf(stderr, "sandgate serve: --tls-cert and --tls-key go together\n");
         return 2;

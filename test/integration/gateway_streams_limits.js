@@ -1,0 +1,114 @@
+// The stream bounds (issue 6), with small limits so they trigger quickly:
+//   - a process keeps at most --process-log-bytes in memory: a reader asking for evicted
+//     history gets an explicit `gap` event naming the first id still held, and /output below
+//     the first kept byte answers 410 with that offset (never silently skipped);
+//   - a subscriber that stops reading is cut at the hard lag limit while ten others receive
+//     the complete stream, and the gateway's memory stays bounded while it happens;
+//   - the soft limit (lag held past its duration) and the send timeout (a write that makes no
+//     progress) each cut a stalled subscriber, named in the log;
+//   - a cut subscriber resumes with the last id it received.
+'use strict';
+const L = require('./_lib.js');
+const { assert, ok } = L;
+
+L.main(async () => {
+  const g = await L.startGateway('limits', ['--process-log-bytes', '1M', '--sub-lag-hard', '4M', '--sub-lag-soft', '1M',
+    '--sub-lag-soft-time', '1s', '--sub-send-timeout', '3s', '--sub-sndbuf', '16K', '--sse-heartbeat', '1h']);
+  const sb = await L.createRunning(g);
+  const P = `/v1/sandboxes/${sb}`;
+  const X = `${g.base}${P}/proxy/44772`;
+  const start = async (command) => {
+    const res = await L.stream(`${X}/command`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: { command, background: true } }).done;
+    return L.parseExecd(res.body.toString())[0].text;
+  };
+  const waitDone = async (pid) => {
+    for (let i = 0; i < 600; i++) {
+      const p = await g.call('GET', `${P}/processes/${pid}`);
+      if (p.json.state !== 'running') return p.json;
+      await L.sleep(50);
+    }
+    throw new Error('process never finished');
+  };
+
+  // --- eviction: gap event and 410
+  const big = await start("head -c 3000000 /dev/zero | tr '\\0' a | fold -w 100");
+  let p = await waitDone(big);
+  assert.equal(p.state, 'exited');
+  assert.equal(p.output_bytes, 3029999);
+  assert.ok(p.first_event_id > 1, `history was evicted (first id ${p.first_event_id})`);
+  assert.ok(p.first_output_offset > 0);
+  let res = await L.stream(`${g.base}${P}/processes/${big}/stream`).done;
+  let evs = L.parseSse(res.body.toString());
+  assert.equal(evs[0].event, 'gap');
+  const gap = JSON.parse(evs[0].data);
+  assert.equal(gap.requested_id, 1);
+  assert.ok(gap.first_id >= p.first_event_id);
+  assert.equal(Number(evs[1].id), gap.first_id);
+  assert.equal(evs[evs.length - 1].event, 'execution_complete');
+  let out = await g.call('GET', `${P}/processes/${big}/output?offset=0`);
+  assert.equal(out.status, 410);
+  assert.equal(out.json.code, 'PROCESS::OUTPUT_EVICTED');
+  assert.equal(out.json.first_offset, p.first_output_offset);
+  out = await g.call('GET', `${P}/processes/${big}/output?offset=${p.first_output_offset}`);
+  assert.equal(out.status, 200);
+  assert.equal(out.headers.get('x-sandgate-next-offset'), '3029999');
+  assert.equal(out.buf.length, 3029999 - p.first_output_offset);
+  assert.ok(/^[a\n]+$/.test(out.buf.toString()));
+  ok(`eviction: gap event (first id ${gap.first_id}), 410 below byte ${p.first_output_offset}`);
+
+  // --- a stalled subscriber is cut at the hard limit; ten others get everything
+  const lines = 4000;
+  const slowCmd = `sleep 1; for i in $(seq 1 40); do head -c 100000 /dev/zero | tr '\\0' b | fold -w 1000; echo; sleep 0.05; done`;
+  const pid = await start(slowCmd);
+  const fast = [];
+  for (let i = 0; i < 10; i++) fast.push(L.stream(`${g.base}${P}/processes/${pid}/stream`).done);
+  const slow = L.stream(`${g.base}${P}/processes/${pid}/stream`, { onResponse: (r) => r.pause() });
+  const rss0 = L.rssKiB(g.child.pid);
+  let peak = rss0;
+  let sampling = true;
+  const sampler = (async () => { while (sampling) { peak = Math.max(peak, L.rssKiB(g.child.pid)); await L.sleep(20); } })();
+  const fastRes = await Promise.all(fast);
+  await waitDone(pid);
+  sampling = false;
+  await sampler;
+  for (const f of fastRes) {
+    const e = L.parseSse(f.body.toString());
+    assert.equal(e.filter((x) => x.event === 'stdout').length, lines);
+    assert.equal(e[e.length - 1].event, 'execution_complete');
+    assert.ok(!e.some((x) => x.event === 'gap'));
+  }
+  slow.res.resume();
+  const slowRes = await slow.done;
+  assert.ok(slowRes.aborted, 'the stalled subscriber was disconnected');
+  const slowEvs = L.parseSse(slowRes.body.toString());
+  assert.ok(slowEvs.length < 100 + lines, `it got only part (${slowEvs.length} events)`);
+  assert.match(g.log, /slow subscriber disconnected.*lag past the hard limit/);
+  // Log bound (1 MiB) + per-connection high-water marks + allocator slack: far below the
+  // ~10 MB of events the stalled subscriber did not read.
+  assert.ok(peak - rss0 < 32 * 1024, `gateway RSS grew ${peak - rss0} KiB`);
+  // It resumes from the last id it received: a gap (history evicted meanwhile), then the end.
+  const lastId = slowEvs.filter((e) => e.id).pop().id;
+  res = await L.stream(`${g.base}${P}/processes/${pid}/stream`, { headers: { 'Last-Event-ID': lastId } }).done;
+  evs = L.parseSse(res.body.toString());
+  assert.equal(evs[0].event, 'gap');
+  assert.equal(evs[evs.length - 1].event, 'execution_complete');
+  ok(`stalled subscriber cut at the hard limit; 10 others complete; RSS +${peak - rss0} KiB; resume gives gap + rest`);
+
+  // --- soft limit: past 1M of lag for more than 1 s
+  const soft = await start("sleep 1; head -c 1500000 /dev/zero | tr '\\0' c | fold -w 1000; sleep 8");
+  const s2 = L.stream(`${g.base}${P}/processes/${soft}/stream?from=start&raw=1`, { onResponse: (r) => r.pause() });
+  for (let i = 0; i < 200 && !/lag past the soft limit/.test(g.log); i++) await L.sleep(50);
+  assert.match(g.log, /lag past the soft limit/);
+  s2.res.resume();
+  assert.ok((await s2.done).aborted);
+  ok('soft limit: a subscriber past 1M of lag for 1 s is cut');
+
+  // --- send timeout: a little output that fills the socket, then nothing
+  const small = await start("sleep 1; head -c 300000 /dev/zero | tr '\\0' d | fold -w 1000; sleep 8");
+  const s3 = L.stream(`${g.base}${P}/processes/${small}/stream?raw=1`, { onResponse: (r) => r.pause() });
+  for (let i = 0; i < 200 && !/write blocked past the send timeout/.test(g.log); i++) await L.sleep(50);
+  assert.match(g.log, /write blocked past the send timeout/);
+  s3.res.resume();
+  assert.ok((await s3.done).aborted);
+  ok('send timeout: a subscriber whose write makes no progress for 3 s is cut');
+});
