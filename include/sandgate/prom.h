@@ -6,7 +6,8 @@
  *                      then any number of samples of that family follow.
  *   samples            `name{l1="v1",l2="v2"} value\n`. Labels are a NULL-terminated list of
  *                      name, value pairs (NULL for none). Values are uint64 (exact) or double
- *                      (shortest text that parses back to the same double; NaN, +Inf, -Inf).
+ *                      (an integer when it is whole and below 2^53, else the shortest text that
+ *                      parses back to the same double; NaN, +Inf, -Inf).
  *   shorthands         counter / gauge with one unlabelled sample; a summary (quantile samples
  *                      + name_sum + name_count) from values the caller computed.
  *

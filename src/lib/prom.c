@@ -96,6 +96,11 @@ void sg_prom_fmt_double(char *out, size_t len, double v)
         snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
         return;
     }
+    /* Whole numbers that a double holds exactly print as integers (4096000, not 4.096e+06). */
+    if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+        snprintf(out, len, "%.0f", v);
+        return;
+    }
     /* %.17g always reads back exactly; fewer digits read more easily when they suffice. */
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, len, "%.*g", prec, v);

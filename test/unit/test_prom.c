@@ -96,6 +96,9 @@ static void test_numbers(void **state)
         {123456789, "123456789"},
         {2.5e+20, "2.5e+20"},
         {1.0 / 3, "0.3333333333333333"},
+        {4096000, "4096000"},
+        {-1e15, "-1000000000000000"},
+        {1e300, "1e+300"},
     };
     for (size_t i = 0; i < SG_ARRAY_SIZE(cases); i++) {
         sg_prom_fmt_double(b, sizeof(b), cases[i].v);
