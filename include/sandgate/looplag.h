@@ -3,24 +3,26 @@
  * Map
  *   lag (timer)   a uv_timer_t fires every interval_ms (default 100); each firing records how
  *                 late it ran: lag = now - (arm time + interval), in microseconds, clamped at
- *                 0. This is the delay any timer or I/O callback saw at that moment (Node's
+ *                 0 (the loop's millisecond clock can run it up to 1 ms early). That is the
+ *                 delay any timer or I/O callback saw at that moment (Node's
  *                 monitorEventLoopDelay measures the same). Sampling at a fixed rate makes the
- *                 quantiles mean "at a random time, the loop was this late". It under-reports
- *                 a single stall: a stall that starts right after a firing and ends before the
+ *                 quantiles mean "at a random time, the loop was this late". It under-reports a
+ *                 single stall: a stall that starts right after a firing and ends before the
  *                 next due time is not seen at all, and one that straddles a due time shows
- *                 only its part after that time (so a 50 ms stall reads as 0..50 ms).
+ *                 only its part after that time (a 50 ms stall reads as 0..50 ms).
  *   busy (stall)  the truer measure of one stall, chosen over a uv_check/uv_prepare pair: I/O
  *                 callbacks (where request handlers run) execute inside the poll phase, between
- *                 prepare and check, so a prepare/check pair cannot tell waiting from working.
- *                 Instead a uv_prepare_t (runs once per iteration, right before the poll)
- *                 reads uv_metrics_idle_time(): busy = (time since the previous prepare) -
- *                 (idle time the poll added in between). That is the time the loop thread
- *                 spent running callbacks in one iteration, i.e. the longest any event that
- *                 became ready during it could have waited. A callback that blocks 50 ms makes
- *                 an iteration of >= 50 ms busy, whenever it happens. It costs a clock read per
- *                 iteration, and enabling UV_METRICS_IDLE_TIME (uv_loop_configure, done by
- *                 sg_looplag_start, not undoable) makes libuv 1.44 try a non-blocking
- *                 epoll_wait before each blocking one.
+ *                 prepare and check, so such a pair cannot tell waiting from working. Instead a
+ *                 uv_prepare_t (runs once per iteration, right before the poll) reads
+ *                 uv_metrics_idle_time(): busy = (time since the previous prepare) - (idle time
+ *                 the poll added in between). That is the time the loop thread spent running
+ *                 callbacks in one iteration, i.e. the longest any event that became ready
+ *                 during it could have waited. A callback that blocks 50 ms makes an iteration
+ *                 of >= 50 ms busy, whenever it happens. Under load one iteration runs many
+ *                 callbacks, and busy is their sum: still the wait the last of them saw. It
+ *                 costs a clock read per iteration, and enabling UV_METRICS_IDLE_TIME
+ *                 (uv_loop_configure, done by sg_looplag_start, not undoable) makes libuv 1.44
+ *                 try a non-blocking epoll_wait before each blocking one.
  *   storage       a log-linear histogram (16 sub-buckets per power of two, so a quantile is
  *                 within 1/16 of the true sample; values above ~19 h land in the last bucket)
  *                 for the whole run and one per window slot: the window (window_ms, default
@@ -40,7 +42,7 @@
 
 #define SG_LOOPLAG_SUB_BITS 4
 #define SG_LOOPLAG_SUB      (1u << SG_LOOPLAG_SUB_BITS)
-#define SG_LOOPLAG_MAX_EXP  35 /* values up to 2^36 - 1 us (~19 h) are bucketed exactly */
+#define SG_LOOPLAG_MAX_EXP  35 /* up to 2^36 - 1 us (~19 h) in their own bucket; above: the last */
 #define SG_LOOPLAG_NBUCKETS                                                                        \
     (SG_LOOPLAG_SUB + (SG_LOOPLAG_MAX_EXP - SG_LOOPLAG_SUB_BITS + 1) * SG_LOOPLAG_SUB)
 #define SG_LOOPLAG_SLOTS 5

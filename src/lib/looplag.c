@@ -108,7 +108,9 @@ static void on_timer(uv_timer_t *t);
 static void rearm(sg_looplag_t *l)
 {
     /* The loop's cached time may be a whole iteration old inside a callback; refresh it so the
-     * timer is due interval_ms from now, which is what expected_ns says. */
+     * timer is due interval_ms from now, which is what expected_ns says. (Not the loop's own
+     * due time, which is in whole milliseconds: the poll sleeps interval_ms from about now, so
+     * measuring from the truncated due time would add 0..1 ms to every sample.) */
     uv_update_time(l->loop);
     l->expected_ns = uv_hrtime() + l->cfg.interval_ms * 1000000u;
     uv_timer_start(&l->timer, on_timer, l->cfg.interval_ms, 0);
@@ -118,8 +120,8 @@ static void on_timer(uv_timer_t *t)
 {
     sg_looplag_t *l = SG_CONTAINER_OF(t, sg_looplag_t, timer);
     uint64_t now = uv_hrtime();
-    /* The loop's clock is in whole milliseconds, so the timer may fire up to 1 ms before
-     * expected_ns: that is no lag, not a negative one. */
+    /* The loop's clock is in whole milliseconds, so the timer may run up to 1 ms before
+     * expected_ns when something else woke the loop: that is no lag, not a negative one. */
     uint64_t lag_ns = now > l->expected_ns ? now - l->expected_ns : 0;
     sg_looplag_record(l, lag_ns / 1000);
     rearm(l);
