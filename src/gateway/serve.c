@@ -3,8 +3,9 @@
  * The daemon serves `GET /health`, `GET /metrics` (gwmetrics.c), the OpenSandbox lifecycle API
  * and the sandbox proxy (api.c, proxy.c) and answers everything else with a 404 JSON error. It
  * owns the loop, the HTTP server, the optional TLS context, the api (which owns the provider),
- * the metrics (lag monitor and rate timer) and the signal handles; SIGTERM or SIGINT start a graceful shutdown (stop accepting, let requests finish up
- * to --shutdown-grace, then close the api), a second signal cuts it short.
+ * the metrics (lag monitor and rate timer) and the signal handles; SIGTERM or SIGINT start a
+ * graceful shutdown (stop accepting, let requests finish up to --shutdown-grace, then close the
+ * api), a second signal cuts it short.
  *
  * Repeatable flags (--image, --allow-host-volumes) are taken out of argv before the option
  * table (config.h, one value per option) sees the rest. */
