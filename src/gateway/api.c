@@ -1123,3 +1123,12 @@ void sg_api_close(sg_api_t *a, void (*cb)(void *ud), void *ud)
             stop_watch(s);
     maybe_closed(a);
 }
+
+/* --- GET /metrics (gwmetrics.c): sandboxes by state over every tenant */
+void sg_api_count_states(sg_api_t *a, uint64_t out[SG_SBX_NSTATES])
+{
+    memset(out, 0, sizeof(uint64_t) * SG_SBX_NSTATES);
+    for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
+        for (sg_sandbox_t *s = t->head; s; s = s->next)
+            if ((unsigned)s->state < SG_SBX_NSTATES) out[s->state]++;
+}

@@ -115,4 +115,7 @@ int sg_api_query_next(const char **q, char *name, size_t nlen, char *value, size
  * f->metadata is owned by the caller (json_decref) in both cases. */
 int sg_api_parse_list_query(const char *query, sg_sbx_filter_t *f, sg_api_err_t *e);
 
+/* --- GET /metrics: how many sandboxes (every tenant) are in each state. */
+void sg_api_count_states(sg_api_t *a, uint64_t out[SG_SBX_NSTATES]);
+
 #endif

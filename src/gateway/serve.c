@@ -1,10 +1,11 @@
 /* serve.c: `sandgate serve` — configuration, the listener, routing, signals, shutdown.
  *
- * The daemon serves `GET /health`, the OpenSandbox lifecycle API and the sandbox proxy
- * (api.c, proxy.c) and answers everything else with a 404 JSON error. It owns the loop, the
- * HTTP server, the optional TLS context, the api (which owns the provider) and the signal
- * handles; SIGTERM or SIGINT start a graceful shutdown (stop accepting, let requests finish up
- * to --shutdown-grace, then close the api), a second signal cuts it short.
+ * The daemon serves `GET /health`, `GET /metrics` (gwmetrics.c), the OpenSandbox lifecycle API
+ * and the sandbox proxy (api.c, proxy.c) and answers everything else with a 404 JSON error. It
+ * owns the loop, the HTTP server, the optional TLS context, the api (which owns the provider),
+ * the metrics (lag monitor and rate timer) and the signal handles; SIGTERM or SIGINT start a
+ * graceful shutdown (stop accepting, let requests finish up to --shutdown-grace, then close the
+ * api), a second signal cuts it short.
  *
  * Repeatable flags (--image, --allow-host-volumes) are taken out of argv before the option
  * table (config.h, one value per option) sees the rest. */
@@ -20,6 +21,7 @@
 #include <uv.h>
 
 #include "api.h"
+#include "gwmetrics.h"
 #include "image.h"
 #include "provider_local.h"
 #include "sandgate/common.h"
@@ -136,6 +138,7 @@ typedef struct gateway {
     sg_http_server_t *http;
     sg_tls_ctx_t *tls;
     sg_api_t *api;
+    sg_gwmetrics_t *metrics;
     sg_image_registry_t *registry;
     const char *images[64]; /* --image NAME=DIR|host */
     size_t n_images;
@@ -164,6 +167,10 @@ static void on_request(sg_http_req_t *req, void *data)
         sg_hdrs_free(&h);
         return;
     }
+    if (strcmp(path, "/metrics") == 0 && g->metrics) {
+        sg_gwmetrics_respond(g->metrics, req, g->api);
+        return;
+    }
     if (g->api && sg_api_route(g->api, req)) return;
     sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
 }
@@ -187,6 +194,8 @@ static void on_api_closed(void *data)
 {
     gateway_t *g = data;
     g->api = NULL;
+    if (g->metrics) sg_gwmetrics_close(g->metrics, NULL, NULL);
+    g->metrics = NULL;
     uv_close((uv_handle_t *)&g->sigterm, NULL);
     uv_close((uv_handle_t *)&g->sigint, NULL);
 }
@@ -453,6 +462,12 @@ int sg_gateway_serve(int argc, char **argv)
         fprintf(stderr, "sandgate serve: %s\n", sg_strerror(r));
         return 1;
     }
+
+    sg_gwmetrics_config_t mc;
+    sg_gwmetrics_config_init(&mc);
+    mc.api_key = g.cfg.api_key;
+    if ((r = sg_gwmetrics_new(g.loop, &mc, &g.metrics)) < 0)
+        sg_log(SG_LOG_WARN, "GET /metrics disabled: %s", sg_strerror(r));
 
     uv_signal_init(g.loop, &g.sigterm);
     uv_signal_init(g.loop, &g.sigint);
