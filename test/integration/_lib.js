@@ -55,7 +55,10 @@ async function startGateway(name, extra = []) {
   const port = await freePort();
   const args = ['serve', '--listen', `127.0.0.1:${port}`, '--data', data, '--image', 'ubuntu:22.04=host',
     '--execd-bin', path.join(BIN_DIR, 'sandgate-execd'), '--log-level', 'warn', ...extra];
-  const child = spawn(path.join(BIN_DIR, 'sandgate'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Under ASan, freed memory sits in a quarantine (256 MB by default) that would hide what
+  // memory bounds a test checks: keep it small.
+  const asan = [process.env.ASAN_OPTIONS, 'quarantine_size_mb=4', 'thread_local_quarantine_size_kb=64'].filter(Boolean).join(':');
+  const child = spawn(path.join(BIN_DIR, 'sandgate'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ASAN_OPTIONS: asan } });
   const g = { tmp, data, port, child, base: `http://127.0.0.1:${port}`, log: '' };
   child.stdout.on('data', (d) => { g.log += d; });
   child.stderr.on('data', (d) => { g.log += d; });
