@@ -388,7 +388,9 @@ static int want_type(const json_t *obj, const char *key, int type, const char *g
     case JSON_STRING: ok = json_is_string(v); break;
     case JSON_TRUE: ok = json_is_boolean(v); break;
     case JSON_OBJECT: ok = json_is_object(v); break;
-    default: ok = json_is_integer(v) || (json_is_real(v) && real_is_int(json_real_value(v))); break;
+    default:
+        ok = json_is_integer(v) || (json_is_real(v) && real_is_int(json_real_value(v)));
+        break;
     }
     if (ok) return 0;
     const char *got = json_is_string(v)    ? "string"
