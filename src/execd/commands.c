@@ -16,13 +16,17 @@
  *                 is dropped (its connection cut) and the command keeps running, as with Go
  *                 where the process outlives the request.
  *   intr_t        DELETE /command?id= waiting for the group to be gone.
+ *   sig_ctx_t     POST /command/{id}/signal (extension) while its body is read; the answer is
+ *                 immediate (202 once kill(2) delivered, nothing waits for the command).
  *   logop_t       GET /command/{id}/logs and /command/{id}/raw: a fixed-length body streamed
  *                 from sg_runner_log_read in pieces, one read or one drain wait at a time.
  *   Every async object is on a list of the module so sg_execd_commands_stop (after the runner
  *   closed, when no runner callback can come any more) releases what is left.
  *
- * Extension (docs/execd.md): "sandgate":{"raw":true} in the body, or X-Sandgate-Raw: 1, adds
- * {"type":"sandgate.raw",...,"data_b64":...} events carrying exactly the bytes read. */
+ * Extensions (docs/execd.md): "sandgate":{"raw":true} in the body, or X-Sandgate-Raw: 1, adds
+ * {"type":"sandgate.raw",...,"data_b64":...} events carrying exactly the bytes read;
+ * POST /command/{id}/signal {"signal":"TERM"|15} signals a running command's process group
+ * (its status then carries "signal": the last one sent). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -789,6 +793,98 @@ static void command_interrupt(sg_execd_t *x, sg_http_req_t *req)
     /* r == 0: intr_done answers, maybe already did (a session with no run in progress). */
 }
 
+/* ---------------------------------------------------------------- POST /command/{id}/signal */
+
+typedef struct sig_ctx {
+    sg_execd_t *x;
+    char id[72];
+} sig_ctx_t;
+
+/* The body's "signal": a name (sg_runner_signum) or a JSON integer; SG_EINVAL with msg set. */
+static int signal_of(const json_t *j, char *msg, size_t mlen)
+{
+    json_t *v = json_object_get(j, "signal");
+    if (!v || json_is_null(v)) {
+        snprintf(msg, mlen, "invalid request, validation error signal is required");
+        return SG_EINVAL;
+    }
+    int n = SG_EINVAL;
+    if (json_is_string(v)) {
+        n = sg_runner_signum(json_string_value(v));
+        if (n < 0)
+            snprintf(msg, mlen,
+                     "invalid request, validation error unknown signal \"%.64s\": want a name "
+                     "like \"TERM\" or \"SIGTERM\", or a number 1..%d",
+                     json_string_value(v), SG_RUN_SIG_MAX);
+        return n;
+    }
+    if (json_is_integer(v) || (json_is_real(v) && real_is_int(json_real_value(v)))) {
+        long long k = num_of(v);
+        if (k >= 1 && k <= SG_RUN_SIG_MAX) return (int)k;
+        snprintf(msg, mlen, "invalid request, validation error signal %lld is not in 1..%d", k,
+                 SG_RUN_SIG_MAX);
+        return SG_EINVAL;
+    }
+    snprintf(msg, mlen,
+             "invalid request, validation error signal must be a name or an integer, got %s",
+             sg_json_type_name(v));
+    return SG_EINVAL;
+}
+
+static void command_signal_body(sg_http_req_t *req, int err, const char *body, size_t len, void *ud)
+{
+    sig_ctx_t *sc = ud;
+    sg_execd_t *x = sc->x;
+    char id[72];
+    memcpy(id, sc->id, sizeof(id));
+    free(sc);
+    if (err == SG_ETOOBIG) return;
+    if (err < 0 || !x->cmds) {
+        sg_http_req_release(req);
+        return;
+    }
+    json_t *j = parse_body(req, body, len, 0);
+    if (!j) return;
+    char msg[512];
+    int signo = signal_of(j, msg, sizeof(msg));
+    json_decref(j);
+    if (signo < 0) {
+        respond_err(req, 400, "INVALID_REQUEST_BODY", msg);
+        return;
+    }
+    sg_run_err_t rerr;
+    int r = sg_runner_signal(x->runner, id, signo, &rerr);
+    if (r == SG_ENOTFOUND)
+        respond_err(req, 404, "COMMAND_NOT_FOUND", rerr.msg);
+    else if (r == UV_ESRCH)
+        respond_err(req, 409, "COMMAND_NOT_RUNNING", rerr.msg);
+    else if (r == SG_EINVAL)
+        respond_err(req, 400, "INVALID_REQUEST_BODY", rerr.msg);
+    else if (r < 0)
+        respond_err(req, 500, "RUNTIME_ERROR", rerr.msg);
+    else {
+        /* 202: delivered to the group; what the command does with it shows in its stream. */
+        jb_t b = {0};
+        jb_z(&b, "{\"id\":");
+        jb_strz(&b, id);
+        jb_z(&b, ",\"signal\":");
+        jb_i64(&b, signo);
+        jb_z(&b, "}");
+        respond_jb(req, 202, &b);
+    }
+}
+
+static void command_signal(sg_execd_t *x, sg_http_req_t *req, const char *id)
+{
+    sig_ctx_t *sc = sg_xcalloc(1, sizeof(*sc));
+    sc->x = x;
+    snprintf(sc->id, sizeof(sc->id), "%s", id);
+    if (sg_http_req_read_all(req, BODY_MAX, command_signal_body, sc) < 0) {
+        free(sc);
+        sg_http_req_release(req);
+    }
+}
+
 /* ---------------------------------------------------------------- GET /command/status/{id} */
 
 static void command_status(sg_execd_t *x, sg_http_req_t *req, const char *id)
@@ -815,6 +911,10 @@ static void command_status(sg_execd_t *x, sg_http_req_t *req, const char *id)
     if (st.error && *st.error) {
         jb_z(&b, ",\"error\":");
         jb_strz(&b, st.error);
+    }
+    if (st.signalled) { /* extension, only after POST /command/{id}/signal */
+        jb_z(&b, ",\"signal\":");
+        jb_i64(&b, st.signalled);
     }
     rfc3339nano(st.started_ns, t);
     jb_z(&b, ",\"started_at\":");
@@ -1108,6 +1208,15 @@ int sg_execd_route_commands(sg_execd_t *x, sg_http_req_t *req)
             memcpy(id, rest, (size_t)(sl - rest));
             id[sl - rest] = '\0';
             command_logs(x, req, id, strcmp(sl, "/raw") == 0);
+            return 1;
+        }
+        if (sl && valid_id(rest, (size_t)(sl - rest)) && strcmp(sl, "/signal") == 0) {
+            memcpy(id, rest, (size_t)(sl - rest));
+            id[sl - rest] = '\0';
+            if (post)
+                command_signal(x, req, id);
+            else
+                respond_err(req, 405, "NOT_SUPPORTED", "method not allowed");
             return 1;
         }
         return 0;

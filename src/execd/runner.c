@@ -6,7 +6,7 @@
  *   background log: buffered async writes, cursor reads      log_*
  *   command object: spawn, pipes, exit, timer, completion    cmd_*
  *   record table, expiry (sg_tlist), eviction                rec_*
- *   public API: start / interrupt / status / log read
+ *   public API: start / interrupt / signal / status / log read
  *   sessions                                                 sess_*, sg_runner_session_*
  *   engine open / close
  *
@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -72,6 +73,7 @@ struct cmd {
     int pipe_open[2], pipe_eof[2], proc_open, timer_open;
     int nhandles, reqs, hold;
     int spawned, exited, done, timer_kind, timed_out, interrupted;
+    int signalled; /* last signal sg_runner_signal sent, 0 = none */
     int paused;
     int pid;
 
@@ -747,6 +749,7 @@ static void cmd_finish(cmd_t *c)
             .error = c->error,
             .timed_out = c->timed_out,
             .interrupted = c->interrupted,
+            .signalled = c->signalled,
             .started_ns = c->started_ns,
             .finished_ns = c->finished_ns,
             .exec_ms = c->exec_ms,
@@ -1088,6 +1091,56 @@ void sg_runner_forget(sg_runner_t *r, void *ud)
     }
 }
 
+int sg_runner_signal(sg_runner_t *r, const char *id, int signo, sg_run_err_t *err)
+{
+    if (err) err->code = 0, err->msg[0] = '\0';
+    if (signo < 1 || signo > SG_RUN_SIG_MAX)
+        return set_err(err, SG_EINVAL, "invalid signal %d (1..%d)", signo, SG_RUN_SIG_MAX);
+    cmd_t *c = rec_find(r, id);
+    if (!c) return set_err(err, SG_ENOTFOUND, "command not found: %s", id);
+    /* Not done = still reported running, which includes a leader that exited while the EOF
+     * grace waits for grandchildren: they are still in the group and can be signalled. */
+    if (c->done || !c->spawned || c->pid <= 0)
+        return set_err(err, UV_ESRCH, "command %s is not running", id);
+    if (kill(-c->pid, signo) != 0) {
+        int e = -errno;
+        if (e == UV_ESRCH) return set_err(err, UV_ESRCH, "command %s is not running", id);
+        return set_err(err, e, "signal %d to command %s: %s", signo, id, uv_strerror(e));
+    }
+    c->signalled = signo;
+    return 0;
+}
+
+int sg_runner_signum(const char *name)
+{
+    /* Linux numbers from <signal.h>; the first name of a number is the one we accept first. */
+    /* clang-format off */
+    static const struct { const char *name; int num; } names[] = {
+        {"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"ILL", SIGILL},
+        {"TRAP", SIGTRAP}, {"ABRT", SIGABRT}, {"IOT", SIGIOT}, {"BUS", SIGBUS},
+        {"FPE", SIGFPE}, {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},
+        {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+        {"STKFLT", SIGSTKFLT}, {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"STOP", SIGSTOP},
+        {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU}, {"URG", SIGURG},
+        {"XCPU", SIGXCPU}, {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},
+        {"WINCH", SIGWINCH}, {"IO", SIGIO}, {"POLL", SIGPOLL}, {"PWR", SIGPWR},
+        {"SYS", SIGSYS}};
+    /* clang-format on */
+    if (!name || !*name) return SG_EINVAL;
+    if (name[0] >= '0' && name[0] <= '9') {
+        int n = 0;
+        for (const char *p = name; *p; p++) {
+            if (*p < '0' || *p > '9' || n > SG_RUN_SIG_MAX) return SG_EINVAL;
+            n = n * 10 + (*p - '0');
+        }
+        return n >= 1 && n <= SG_RUN_SIG_MAX ? n : SG_EINVAL;
+    }
+    if (strncasecmp(name, "SIG", 3) == 0) name += 3;
+    for (size_t i = 0; i < SG_ARRAY_SIZE(names); i++)
+        if (strcasecmp(name, names[i].name) == 0) return names[i].num;
+    return SG_EINVAL;
+}
+
 int sg_runner_status(sg_runner_t *r, const char *id, sg_run_status_t *out, sg_run_err_t *err)
 {
     if (err) err->code = 0, err->msg[0] = '\0';
@@ -1102,6 +1155,7 @@ int sg_runner_status(sg_runner_t *r, const char *id, sg_run_status_t *out, sg_ru
     out->has_exit = c->done && c->has_exit;
     out->exit_code = c->exit_code;
     out->term_signal = c->term_signal;
+    out->signalled = c->signalled;
     out->error = c->done ? c->error : "";
     out->started_ns = c->started_ns;
     out->finished_ns = c->done ? c->finished_ns : 0;

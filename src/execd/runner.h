@@ -46,6 +46,12 @@
  * leader is still alive; an interrupted or timed-out command's group gets a final SIGKILL at
  * completion so grandchildren do not outlive it.
  *
+ * Signal (sg_runner_signal, the POST /command/{id}/signal extension): one kill(-pgid, n) to a
+ * command still running, foreground or background, nothing else (no escalation, no final
+ * SIGKILL: the command decides what the signal means). The record keeps the last signal sent
+ * (status/result `signalled`); if the command dies of it, exit_code/term_signal/error come
+ * from the wait status as for any signal death ("signal: terminated", ...).
+ *
  * Records: one per command (foreground and background), in a table bounded by
  * cfg.max_records. Finished records expire cfg.record_ttl_ms after completion (one uv_timer_t
  * for all of them via sg_tlist, expiry order = finish order); when the table is full the oldest
@@ -79,7 +85,7 @@
  * mkdir for session create, access(2) and unlink(2) of session state files. Log data never
  * goes through a blocking write or read.
  *
- * Lifecycle: sg_runner_open -> start/interrupt/status/log_read/session_* ->
+ * Lifecycle: sg_runner_open -> start/interrupt/signal/status/log_read/session_* ->
  * sg_runner_close(cb): SIGKILL to every group still alive (draining ones included), no more
  * per-command callbacks, pending log reads complete with SG_ECLOSED, the engine is freed
  * after cb returns and leaves no handle or request on the loop. Log and state files are left
@@ -95,6 +101,7 @@
 
 #define SG_RUN_ID_LEN  32 /* command ids: 32 lowercase hex chars */
 #define SG_RUN_SID_LEN 36 /* session ids: 8-4-4-4-12 hex, like Go's uuid.String() */
+#define SG_RUN_SIG_MAX 64 /* highest signal number Linux has (SIGRTMAX, _NSIG - 1) */
 
 typedef struct sg_runner sg_runner_t;
 
@@ -126,6 +133,7 @@ typedef struct sg_run_result {
     const char *error;   /* "" for exit 0, "exit status N", "signal: killed", ... */
     int timed_out;       /* the timeout fired */
     int interrupted;     /* sg_runner_interrupt / session delete asked for it */
+    int signalled;       /* last signal sg_runner_signal sent, 0 = none */
     uint64_t started_ns; /* wall clock (CLOCK_REALTIME), for RFC3339Nano */
     uint64_t finished_ns;
     uint64_t exec_ms; /* monotonic, start to completion */
@@ -190,6 +198,18 @@ int sg_runner_interrupt(sg_runner_t *r, const char *id, void (*done)(void *ud), 
  * away). */
 void sg_runner_forget(sg_runner_t *r, void *ud);
 
+/* POST /command/{id}/signal: kill(-pgid, signo) for a running command (foreground or
+ * background; session ids are not commands). Errors (nothing sent):
+ *   SG_EINVAL    "invalid signal <n> (1..64)"
+ *   SG_ENOTFOUND "command not found: <id>"
+ *   UV_ESRCH     "command <id> is not running" (finished, or its whole group is gone)
+ *   other < 0    kill(2)'s error, e.g. UV_EPERM. */
+int sg_runner_signal(sg_runner_t *r, const char *id, int signo, sg_run_err_t *err);
+/* A signal's number from "SIGTERM", "TERM", "term" (case-insensitive, SIG optional; Linux
+ * names, SIGIOT/SIGPOLL aliases too) or a decimal "15" in 1..SG_RUN_SIG_MAX; SG_EINVAL for
+ * anything else. */
+int sg_runner_signum(const char *name);
+
 typedef struct sg_run_status {
     char id[SG_RUN_ID_LEN + 1];
     const char *content; /* command text; valid until control returns to the loop */
@@ -198,6 +218,7 @@ typedef struct sg_run_status {
     int has_exit; /* exit_code and error are meaningful */
     int exit_code;
     int term_signal;
+    int signalled;                    /* last signal sg_runner_signal sent, 0 = none */
     const char *error;                /* "" when none; same lifetime as content */
     uint64_t started_ns, finished_ns; /* finished_ns 0 while running */
     uint64_t log_size;                /* bytes accepted into the log (background) */

@@ -1,5 +1,5 @@
 // Integration tests for sandgate-execd's command API (POST /command, DELETE /command, status,
-// logs, sessions, metrics, the sandgate.raw extension): starts the real binary on a loopback
+// logs, sessions, metrics, the sandgate.raw and POST /command/{id}/signal extensions): starts the real binary on a loopback
 // port and speaks HTTP with node's http / net modules. Event sequences are compared exactly
 // (modulo ids and timestamps); the wire framing is checked byte by byte on a raw socket.
 // No timing assertions: every wait is a generous safety bound. Run by ctest (SG_BIN_DIR).
@@ -573,6 +573,134 @@ test('SIGTERM: streams in flight are cut after the grace, the agent exits 0', as
   const r = await withTimeout(D.exited, 20000, 'execd exit');
   assert.equal(r.code, 0, D.log());
   assert.doesNotMatch(D.log(), /AddressSanitizer|LeakSanitizer|runtime error/, D.log());
+});
+
+// A POST /command read incrementally: events as they arrive, `until` waits for one.
+function liveRun(port, body) {
+  const events = [];
+  const done = new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/command', agent,
+      headers: { 'content-type': 'application/json' } }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => {
+        buf += d;
+        let k;
+        while ((k = buf.indexOf('\n\n')) >= 0) {
+          events.push(JSON.parse(buf.slice(0, k)));
+          buf = buf.slice(k + 2);
+        }
+      });
+      res.on('end', resolve);
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+  const until = async (pred, what) => {
+    for (let i = 0; i < 800 && !events.some(pred); i++) await sleep(25);
+    assert.ok(events.some(pred), `no ${what} in ${JSON.stringify(events)}`);
+  };
+  return { events, done, until, id: () => events[0] && events[0].text };
+}
+const sigPost = (port, id, body) => json(port, 'POST', `/command/${id}/signal`, body);
+
+test('signal extension: USR1 reaches a bash trap, SIGTERM ends the command', async () => {
+  const r = liveRun(A.port, { command: "trap 'echo got-usr1' USR1; echo ready; while :; do sleep 0.05; done" });
+  await r.until((e) => e.type === 'stdout' && e.text === 'ready', 'ready');
+  const id = r.id();
+  const s1 = await sigPost(A.port, id, { signal: 'USR1' });
+  assert.equal(s1.status, 202, s1.body.toString());
+  assert.match(s1.headers['content-type'], /^application\/json/);
+  assert.deepEqual(s1.json, { id, signal: 10 });
+  await r.until((e) => e.type === 'stdout' && e.text === 'got-usr1', 'trap output');
+  const running = await json(A.port, 'GET', `/command/status/${id}`);
+  assert.equal(running.json.running, true);
+  assert.equal(running.json.signal, 10);
+  const s2 = await sigPost(A.port, id, { signal: 'SIGTERM' });
+  assert.equal(s2.status, 202);
+  assert.deepEqual(s2.json, { id, signal: 15 });
+  await withTimeout(r.done, 20000, 'stream end after SIGTERM');
+  // The whole group got USR1: the untrapped `sleep` child died of it and bash said so.
+  const errs = r.events.filter((e) => e.type === 'stderr');
+  assert.ok(errs.every((e) => /User defined signal 1/.test(e.text)), JSON.stringify(errs));
+  assert.deepEqual(shape(noPings(r.events.filter((e) => e.type !== 'stderr'))), [
+    { type: 'init', text: '<id>' }, { type: 'ping', text: 'pong' },
+    { type: 'stdout', text: 'ready' }, { type: 'stdout', text: 'got-usr1' },
+    { type: 'error', error: { ename: 'CommandExecError', evalue: '-1', traceback: ['signal: terminated'] } }]);
+  const st = await json(A.port, 'GET', `/command/status/${id}`);
+  assert.equal(st.json.running, false);
+  assert.equal(st.json.exit_code, -1);
+  assert.equal(st.json.error, 'signal: terminated');
+  assert.equal(st.json.signal, 15);
+  // Finished: 409, nothing sent.
+  const again = await sigPost(A.port, id, { signal: 'TERM' });
+  assert.equal(again.status, 409);
+  assert.deepEqual(again.json, { code: 'COMMAND_NOT_RUNNING', message: `command ${id} is not running` });
+});
+
+test('signal extension: "term" ends a sleep; numbers; background commands', async () => {
+  const r = liveRun(A.port, { command: 'echo start; sleep 30' });
+  await r.until((e) => e.type === 'stdout', 'start');
+  const s = await sigPost(A.port, r.id(), { signal: 'term' });
+  assert.equal(s.status, 202);
+  assert.equal(s.json.signal, 15);
+  await withTimeout(r.done, 20000, 'stream end after term');
+  assert.deepEqual(shape(noPings(r.events)).slice(2), [
+    { type: 'stdout', text: 'start' },
+    { type: 'error', error: { ename: 'CommandExecError', evalue: '-1', traceback: ['signal: terminated'] } }]);
+
+  // A background command (its stream ended at once) by number; KILL gives "signal: killed".
+  const bg = await run(A.port, { command: 'sleep 30', background: true });
+  const id = bg.events[0].text;
+  const k = await sigPost(A.port, id, { signal: 9 });
+  assert.equal(k.status, 202);
+  assert.deepEqual(k.json, { id, signal: 9 });
+  let st;
+  for (let i = 0; i < 800; i++) { st = await json(A.port, 'GET', `/command/status/${id}`); if (!st.json.running) break; await sleep(25); }
+  assert.equal(st.json.running, false);
+  assert.equal(st.json.exit_code, -1);
+  assert.equal(st.json.error, 'signal: killed');
+  assert.equal(st.json.signal, 9);
+  // A command never signalled has no "signal" in its status (Go's shape).
+  const plain = await run(A.port, { command: 'true' });
+  const pst = await json(A.port, 'GET', `/command/status/${plain.events[0].text}`);
+  assert.equal('signal' in pst.json, false);
+});
+
+test('signal extension: 400 / 404 / 405 errors', async () => {
+  const r = await run(A.port, { command: 'sleep 30', background: true });
+  const id = r.events[0].text;
+  const bad = [
+    [{ signal: 'FOO' }, 'invalid request, validation error unknown signal "FOO": want a name like "TERM" or "SIGTERM", or a number 1..64'],
+    [{ signal: 0 }, 'invalid request, validation error signal 0 is not in 1..64'],
+    [{ signal: 65 }, 'invalid request, validation error signal 65 is not in 1..64'],
+    [{ signal: '65' }, null], [{ signal: 'SIG' }, null], [{ signal: '' }, null], [{ signal: 1.5 }, null],
+    [{ signal: true }, 'invalid request, validation error signal must be a name or an integer, got boolean'],
+    [{}, 'invalid request, validation error signal is required'],
+    [{ signal: null }, 'invalid request, validation error signal is required'],
+    ['[1]', null], ['{"signal":', null],
+    ['', 'error parsing request, MAYBE invalid body format. EOF'],
+  ];
+  for (const [body, msg] of bad) {
+    const e = await sigPost(A.port, id, body);
+    assert.equal(e.status, 400, `${JSON.stringify(body)}: ${e.body}`);
+    assert.equal(e.json.code, 'INVALID_REQUEST_BODY', JSON.stringify(body));
+    if (msg) assert.equal(e.json.message, msg);
+  }
+  const st = await json(A.port, 'GET', `/command/status/${id}`);
+  assert.equal(st.json.running, true, 'a rejected request sends nothing');
+  assert.equal('signal' in st.json, false);
+  const unknown = await sigPost(A.port, '0123456789abcdef0123456789abcdef', { signal: 'TERM' });
+  assert.equal(unknown.status, 404);
+  assert.deepEqual(unknown.json, { code: 'COMMAND_NOT_FOUND', message: 'command not found: 0123456789abcdef0123456789abcdef' });
+  // The body is checked before the id.
+  assert.equal((await sigPost(A.port, '0123456789abcdef0123456789abcdef', { signal: 'FOO' })).status, 400);
+  const get = await json(A.port, 'GET', `/command/${id}/signal`);
+  assert.equal(get.status, 405);
+  assert.equal(get.json.code, 'NOT_SUPPORTED');
+  assert.equal((await sigPost(A.port, 'not-an-id!', { signal: 'TERM' })).status, 404);
+  assert.equal((await sigPost(A.port, id, { signal: 'KILL' })).status, 202);
 });
 
 test('unknown routes and methods', async () => {

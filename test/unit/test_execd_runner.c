@@ -7,7 +7,8 @@
  * chunks and offsets, timeout and interrupt killing the whole process group, validation and
  * start errors, shell fallback, concurrency without crosstalk, background logs with cursors,
  * the log cap and write backpressure, record expiry and eviction, sessions, signal state of
- * children, close with commands still running. */
+ * children, close with commands still running, sg_runner_signal (foreground, background,
+ * trapped, STOP/CONT, errors) and signal names. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -258,6 +259,31 @@ static int wait_dead(int pid)
 {
     for (int i = 0; i < 1000; i++) {
         if (pid_dead(pid)) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+static int has_line(const run_t *x, int stream, const char *text)
+{
+    for (size_t i = 0; i < x->nlines; i++)
+        if (x->lines[i].stream == stream && strcmp(x->lines[i].text, text) == 0) return 1;
+    return 0;
+}
+
+/* Waits (bounded) until /proc/<pid>/stat shows state st, e.g. 'T' for stopped. */
+static int wait_state(int pid, char st)
+{
+    char p[64], buf[512];
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    for (int i = 0; i < 1000; i++) {
+        FILE *fp = fopen(p, "r");
+        if (!fp) return 0;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+        buf[n] = '\0';
+        char *rp = strrchr(buf, ')');
+        if (rp && rp[1] == ' ' && rp[2] == st) return 1;
         usleep(10000);
     }
     return 0;
@@ -1188,6 +1214,148 @@ static void test_execd_grace_and_close(void **state)
     run_free(&z);
 }
 
+static void test_execd_signal(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_open(&f, NULL);
+    run_t x;
+    char id[SG_RUN_ID_LEN + 1];
+    sg_run_err_t err;
+    sg_run_status_t st;
+
+    /* TERM ends a sleep long before its 30 s: a signal death with Go's text, recorded. */
+    sg_run_req_t req = {.command = "sleep 30"};
+    start_ok(&f, &req, &x, id);
+    assert_int_equal(sg_runner_signal(f.r, id, SIGTERM, &err), 0);
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.signalled, SIGTERM);
+    spin_until(&f, &x.done);
+    assert_int_equal(x.res.exit_code, -1);
+    assert_int_equal(x.res.term_signal, SIGTERM);
+    assert_string_equal(x.error, "signal: terminated");
+    assert_int_equal(x.res.signalled, SIGTERM);
+    assert_int_equal(x.res.interrupted, 0);
+    assert_int_equal(x.res.timed_out, 0);
+    assert_true(x.res.exec_ms < 20000);
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.running, 0);
+    assert_int_equal(st.exit_code, -1);
+    assert_int_equal(st.term_signal, SIGTERM);
+    assert_int_equal(st.signalled, SIGTERM);
+    assert_string_equal(st.error, "signal: terminated");
+    /* Finished: not running, nothing sent. */
+    assert_int_equal(sg_runner_signal(f.r, id, SIGTERM, &err), UV_ESRCH);
+    char want[128];
+    snprintf(want, sizeof(want), "command %s is not running", id);
+    assert_string_equal(err.msg, want);
+    run_free(&x);
+
+    /* Unknown ids (a session id is not a command) and numbers outside 1..64. */
+    assert_int_equal(sg_runner_signal(f.r, "nope", SIGTERM, &err), SG_ENOTFOUND);
+    assert_string_equal(err.msg, "command not found: nope");
+    char sid[SG_RUN_SID_LEN + 1];
+    assert_int_equal(sg_runner_session_create(f.r, NULL, sid, NULL), 0);
+    assert_int_equal(sg_runner_signal(f.r, sid, SIGTERM, &err), SG_ENOTFOUND);
+    assert_int_equal(sg_runner_signal(f.r, id, 0, &err), SG_EINVAL);
+    assert_string_equal(err.msg, "invalid signal 0 (1..64)");
+    assert_int_equal(sg_runner_signal(f.r, id, 65, &err), SG_EINVAL);
+
+    /* A trapped signal is just an event for the command: it keeps running. The whole group
+     * gets it, so the `sleep` child dies of USR1 and the loop goes on. Then TERM ends it. */
+    sg_run_req_t req2 = {.command = "trap 'echo got-usr1' USR1; echo ready; "
+                                    "while :; do sleep 0.05; done"};
+    start_ok(&f, &req2, &x, id);
+    spin_lines(&f, &x, 1);
+    assert_string_equal(x.lines[0].text, "ready");
+    assert_int_equal(sg_runner_signal(f.r, id, SIGUSR1, &err), 0);
+    /* bash reports the sleep's death on stderr ("User defined signal 1"), in any order. */
+    while (!has_line(&x, SG_RUN_STDOUT, "got-usr1") && !x.done)
+        spin_lines(&f, &x, x.nlines + 1);
+    assert_true(has_line(&x, SG_RUN_STDOUT, "got-usr1"));
+    assert_int_equal(x.done, 0);
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.running, 1);
+    assert_int_equal(st.signalled, SIGUSR1);
+    assert_int_equal(sg_runner_signal(f.r, id, SIGTERM, &err), 0);
+    spin_until(&f, &x.done);
+    assert_int_equal(x.res.term_signal, SIGTERM);
+    assert_string_equal(x.error, "signal: terminated");
+    assert_int_equal(x.res.signalled, SIGTERM); /* the last one sent */
+    run_free(&x);
+
+    /* STOP holds a command (the shell shows state T), CONT resumes it; it then exits
+     * normally with the signal recorded. */
+    sg_run_req_t req3 = {.command = "echo $$; sleep 2; echo after"};
+    start_ok(&f, &req3, &x, id);
+    spin_lines(&f, &x, 1);
+    int spid = atoi(x.lines[0].text);
+    assert_true(spid > 1);
+    assert_int_equal(sg_runner_signal(f.r, id, SIGSTOP, &err), 0);
+    assert_true(wait_state(spid, 'T'));
+    assert_int_equal(x.done, 0);
+    assert_int_equal(sg_runner_signal(f.r, id, SIGCONT, &err), 0);
+    spin_until(&f, &x.done);
+    assert_int_equal(x.res.exit_code, 0);
+    assert_string_equal(x.error, "");
+    assert_int_equal(x.res.signalled, SIGCONT);
+    assert_int_equal(x.nlines, 2);
+    assert_string_equal(x.lines[1].text, "after");
+    run_free(&x);
+
+    /* Background commands too; KILL reaches the grandchild in the group. */
+    sg_run_req_t req4 = {.command = "sleep 100 & echo $!; sleep 100", .background = 1};
+    start_ok(&f, &req4, &x, id);
+    spin_lines(&f, &x, 1);
+    int gpid = atoi(x.lines[0].text);
+    assert_true(gpid > 1);
+    assert_int_equal(sg_runner_signal(f.r, id, SIGKILL, &err), 0);
+    spin_until(&f, &x.done);
+    assert_int_equal(x.res.term_signal, SIGKILL);
+    assert_string_equal(x.error, "signal: killed");
+    assert_true(wait_dead(gpid));
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.background, 1);
+    assert_int_equal(st.signalled, SIGKILL);
+    assert_string_equal(st.error, "signal: killed");
+    run_free(&x);
+
+    /* Without sg_runner_signal nothing is recorded, even for a signal death (timeout). */
+    sg_run_req_t req5 = {.command = "sleep 30", .timeout_ms = 100};
+    start_ok(&f, &req5, &x, id);
+    spin_until(&f, &x.done);
+    assert_int_equal(x.res.signalled, 0);
+    assert_string_equal(x.error, "signal: killed");
+    run_free(&x);
+    fx_close(&f);
+}
+
+static void test_execd_signal_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int num;
+    } ok[] = {{"SIGTERM", SIGTERM}, {"TERM", SIGTERM},    {"term", SIGTERM},   {"SigTerm", SIGTERM},
+              {"sigterm", SIGTERM}, {"HUP", SIGHUP},      {"INT", SIGINT},     {"QUIT", SIGQUIT},
+              {"KILL", SIGKILL},    {"USR1", SIGUSR1},    {"usr2", SIGUSR2},   {"CONT", SIGCONT},
+              {"STOP", SIGSTOP},    {"ALRM", SIGALRM},    {"WINCH", SIGWINCH}, {"PIPE", SIGPIPE},
+              {"SIGIOT", SIGABRT},  {"SIGCHLD", SIGCHLD}, {"SYS", SIGSYS},     {"1", 1},
+              {"15", 15},           {"015", 15},          {"64", 64}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (sg_runner_signum(ok[i].name) != ok[i].num)
+            fail_msg("%s: got %d, want %d", ok[i].name, sg_runner_signum(ok[i].name), ok[i].num);
+    }
+    static const char *bad[] = {
+        "",   "SIG", "FOO", "SIGSIGTERM", "SIG15", "0",     "65",
+        "-1", "+15", "15x", "1.5",        " TERM", "TERM ", "999999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (sg_runner_signum(bad[i]) != SG_EINVAL)
+            fail_msg("\"%s\": got %d, want SG_EINVAL", bad[i], sg_runner_signum(bad[i]));
+    }
+    assert_int_equal(sg_runner_signum(NULL), SG_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1208,6 +1376,8 @@ int main(void)
         cmocka_unit_test(test_execd_child_signal_state),
         cmocka_unit_test(test_execd_uid_gid),
         cmocka_unit_test(test_execd_grace_and_close),
+        cmocka_unit_test(test_execd_signal),
+        cmocka_unit_test(test_execd_signal_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
