@@ -147,6 +147,27 @@ L.main(async () => {
   assert.equal(rest[rest.length - 1].event, 'execution_complete');
   ok('a client that left POST /command re-attaches and sees the command finish');
 
+  // --- signal: forwarded to execd's extension; the process ends killed
+  res = await L.stream(`${X}/command`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: { command: 'sleep 30', background: true } }).done;
+  const sleeper = L.parseExecd(res.body.toString())[0].text;
+  let sig = await g.call('POST', `${P}/processes/${sleeper}/signal`, { signal: 'nope' });
+  assert.equal(sig.status, 400, sig.text);
+  sig = await g.call('POST', `${P}/processes/${sleeper}/signal`, 'not json');
+  assert.equal(sig.status, 400, sig.text);
+  assert.equal((await g.call('POST', `${P}/processes/nope/signal`, { signal: 'TERM' })).status, 404);
+  assert.equal((await g.call('GET', `${P}/processes/${sleeper}/signal`)).status, 405);
+  sig = await g.call('POST', `${P}/processes/${sleeper}/signal`, { signal: 'SIGTERM' });
+  assert.equal(sig.status, 202, sig.text);
+  for (let i = 0; i < 200; i++) {
+    p = await g.call('GET', `${P}/processes/${sleeper}`);
+    if (p.json.state !== 'running') break;
+    await L.sleep(50);
+  }
+  assert.equal(p.json.state, 'killed');
+  assert.match(p.json.error, /signal: terminated/);
+  assert.equal((await g.call('POST', `${P}/processes/${sleeper}/signal`, { signal: 'TERM' })).status, 409);
+  ok('signal: SIGTERM forwarded, process killed; 400/404/405/409');
+
   // --- 1,000 subscribers of one busy process receive byte-identical streams
   const N = 1000;
   const busy = "for i in $(seq 1 40); do seq -f \"line-$i-%g\" 1 250; sleep 0.05; done";
