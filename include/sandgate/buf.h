@@ -40,6 +40,7 @@ typedef struct sg_bufq {
     size_t count;
     size_t cap;
     size_t bytes; /* total bytes queued */
+    sg_buf_t *scratch; /* private chunk small copies are appended to (see push_copy) */
 } sg_bufq_t;
 
 void sg_bufq_init(sg_bufq_t *q);
@@ -47,14 +48,18 @@ void sg_bufq_reset(sg_bufq_t *q); /* drops every slice; the queue stays usable *
 void sg_bufq_free(sg_bufq_t *q);  /* reset + release the ring */
 /* Appends a slice of b, taking a new reference (the caller keeps its own). */
 void sg_bufq_push(sg_bufq_t *q, sg_buf_t *b, size_t off, size_t len);
-/* Appends a copy of p: into the tail chunk when the queue is its only holder and it has room,
- * else into a new chunk of at least min_chunk bytes. For small framing bytes (headers, chunk
- * sizes); bulk data should be pushed by reference. */
+/* Appends a copy of p into the queue's private scratch chunk (a new one of at least 1 KiB when
+ * it lacks room). Only the queue ever writes into its scratch chunk, past every slice already
+ * taken from it, so the chunk can take the framing of many events interleaved with slices of
+ * shared chunks (chunk sizes between log events cost a memcpy, not an allocation). The scratch
+ * chunk is let go when the queue empties, so an idle queue holds no chunk. For small framing
+ * bytes (headers, chunk sizes); bulk data should be pushed by reference. */
 void sg_bufq_push_copy(sg_bufq_t *q, const void *p, size_t n);
 /* Fills at most max iovecs, totalling at most max_bytes (0 = no byte cap), from the head.
  * Returns the count; *total gets their byte sum. */
 unsigned sg_bufq_iov(const sg_bufq_t *q, uv_buf_t *iov, unsigned max, size_t max_bytes, size_t *total);
-/* Drops n bytes from the head (n <= q->bytes). */
+/* Drops n bytes from the head (n <= q->bytes). A queue emptied this way frees its ring and
+ * scratch chunk (many idle connections then cost nothing here). */
 void sg_bufq_consume(sg_bufq_t *q, size_t n);
 
 #endif

@@ -56,9 +56,13 @@ struct sg_sock {
     sg_tls_conn_t *tls; /* NULL for plaintext */
 
     /* private */
-    uv_write_t wreq;
-    uv_connect_t creq;
-    uv_getaddrinfo_t gai;
+    /* The uv_write_t of the write in flight is allocated per write (freed first thing in its
+     * callback, which libuv also runs, with UV_ECANCELED, when the handle closes): an idle
+     * socket does not carry one. */
+    union { /* resolve, then connect: never both in flight (a connect starts in on_resolved) */
+        uv_connect_t creq;
+        uv_getaddrinfo_t gai;
+    } u;
     sg_sock_read_cb read_cb;
     sg_sock_write_cb write_cb;
     sg_sock_connect_cb connect_cb;

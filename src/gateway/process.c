@@ -517,6 +517,7 @@ static sub_t *sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_
     sg_http_req_on_abort(req, sub_on_abort);
     sg_http_req_on_drain(req, sub_on_drain);
     if (m->cfg.sub_sndbuf > 0) sg_http_req_set_sndbuf(req, m->cfg.sub_sndbuf);
+    sg_http_req_trim(req); /* headers were read: an idle subscriber keeps only its cursor */
     sg_tentry_arm(execd ? &m->ping : &m->hb, &s->hb);
     return s;
 }
@@ -1249,14 +1250,13 @@ void sg_procs_route(sg_procs_t *m, sg_sandbox_t *s, sg_http_req_t *req, const ch
 void sg_procs_drop_sandbox(sg_procs_t *m, sg_sandbox_t *s, int cut)
 {
     while (s->procs) {
-        proc_t *p = proc_ref(s->procs);
+        proc_t *p = s->procs; /* the list's reference keeps it alive until proc_unlink */
         proc_lost(p, cut ? "the gateway shut down" : "the sandbox was deleted");
         if (p->up) sg_http_creq_cancel(p->up);
         if (cut)
             while (p->subs)
                 sub_end(p->subs, 1);
         proc_unlink(p);
-        proc_unref(p);
     }
     /* Commands not yet named by execd: cancelled the same way. */
     proc_t *next;

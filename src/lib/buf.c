@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SG_BUFQ_COPY_CHUNK 4096
+#define SG_BUFQ_COPY_CHUNK 1024
 
 sg_buf_t *sg_buf_new(size_t cap)
 {
@@ -53,6 +53,8 @@ void sg_bufq_reset(sg_bufq_t *q)
 {
     for (size_t i = 0; i < q->count; i++) sg_buf_unref(slot(q, i)->buf);
     q->head = q->count = q->bytes = 0;
+    sg_buf_unref(q->scratch);
+    q->scratch = NULL;
 }
 
 void sg_bufq_free(sg_bufq_t *q)
@@ -97,24 +99,15 @@ void sg_bufq_push(sg_bufq_t *q, sg_buf_t *b, size_t off, size_t len)
 void sg_bufq_push_copy(sg_bufq_t *q, const void *p, size_t n)
 {
     if (n == 0) return;
-    if (q->count) {
-        sg_slice_t *t = slot(q, q->count - 1);
-        sg_buf_t *b = t->buf;
-        /* Only the queue holds it and the slice ends where the chunk's data ends: safe to
-         * append in place (no reader can see bytes past b->len). */
-        if (b->refs == 1 && t->off + t->len == b->len && b->cap - b->len >= n) {
-            memcpy(b->data + b->len, p, n);
-            b->len += n;
-            t->len += n;
-            q->bytes += n;
-            return;
-        }
+    sg_buf_t *b = q->scratch;
+    if (!b || b->cap - b->len < n) {
+        sg_buf_unref(b);
+        b = q->scratch = sg_buf_new(n > SG_BUFQ_COPY_CHUNK ? n : SG_BUFQ_COPY_CHUNK);
     }
-    sg_buf_t *b = sg_buf_new(n > SG_BUFQ_COPY_CHUNK ? n : SG_BUFQ_COPY_CHUNK);
-    memcpy(b->data, p, n);
-    b->len = n;
-    sg_bufq_push(q, b, 0, n);
-    sg_buf_unref(b);
+    size_t off = b->len;
+    memcpy(b->data + off, p, n);
+    b->len += n;
+    sg_bufq_push(q, b, off, n); /* extends the tail slice when it ends at off in b */
 }
 
 unsigned sg_bufq_iov(const sg_bufq_t *q, uv_buf_t *iov, unsigned max, size_t max_bytes, size_t *total)
@@ -150,5 +143,12 @@ void sg_bufq_consume(sg_bufq_t *q, size_t n)
         sg_buf_unref(s->buf);
         q->head = (q->head + 1) % q->cap;
         q->count--;
+    }
+    if (q->count == 0) { /* an idle queue holds nothing: no chunk, no ring */
+        sg_buf_unref(q->scratch);
+        q->scratch = NULL;
+        free(q->v);
+        q->v = NULL;
+        q->cap = q->head = 0;
     }
 }

@@ -193,10 +193,10 @@ void sg__http_conn_flush(sg__http_conn_t *c)
 {
     if (c->closing || sg_sock_writing(&c->sock) || c->out.bytes == 0) return;
     size_t total = 0;
-    unsigned n = sg_bufq_iov(&c->out, c->iov, SG__HTTP_IOV, 4u << 20, &total);
+    unsigned n = sg_bufq_iov(&c->out, c->srv->iov, SG__HTTP_IOV, 4u << 20, &total);
     /* Write before polling: most responses fit the socket buffer and are done here, without a
      * write request (whose completion would make libuv re-arm epoll once per response). */
-    int w = sg_sock_try_write(&c->sock, c->iov, n);
+    int w = sg_sock_try_write(&c->sock, c->srv->iov, n);
     if (w > 0) {
         sg_bufq_consume(&c->out, (size_t)w);
         if (c->out.bytes == 0) {
@@ -204,12 +204,12 @@ void sg__http_conn_flush(sg__http_conn_t *c)
             if (c->req && c->req->want_drain) sg__http_conn_kick(c); /* maybe_drain, later */
             return;
         }
-        n = sg_bufq_iov(&c->out, c->iov, SG__HTTP_IOV, 4u << 20, &total);
+        n = sg_bufq_iov(&c->out, c->srv->iov, SG__HTTP_IOV, 4u << 20, &total);
     } else if (w < 0 && w != UV_EAGAIN) {
         conn_close(c);
         return;
     }
-    int r = sg_sock_write(&c->sock, c->iov, n, on_write);
+    int r = sg_sock_write(&c->sock, c->srv->iov, n, on_write);
     if (r < 0) {
         conn_close(c);
         return;
@@ -351,7 +351,7 @@ static sg_http_req_t *req_new(sg__http_conn_t *c)
     req->query = req->url;
     sg_hdrs_init(&req->hdrs);
     srv->req_seq++;
-    snprintf(req->id, sizeof(req->id), "%016llx%016llx", (unsigned long long)srv->id_salt, (unsigned long long)srv->req_seq);
+    sg__http_req_set_id(req, NULL);
     return req;
 }
 
@@ -382,7 +382,7 @@ static int p_headers_complete(llhttp_t *p)
     if (!req->chunked && (p->flags & F_CONTENT_LENGTH)) req->content_length = (int64_t)p->content_length;
     req->has_body = req->chunked || req->content_length > 0;
     const char *rid = sg_hdrs_get(&req->hdrs, "X-Request-ID");
-    if (rid && sane_request_id(rid)) snprintf(req->id, sizeof(req->id), "%s", rid);
+    if (rid && sane_request_id(rid)) sg__http_req_set_id(req, rid);
     const char *exp = sg_hdrs_get(&req->hdrs, "Expect");
     if (exp && req->has_body && strcasecmp(exp, "100-continue") == 0) req->expect_continue = 1;
     if (llhttp_get_upgrade(p)) c->close_after = 1; /* no upgrades: never parse past it */
@@ -636,7 +636,9 @@ static int conn_finished(const sg__http_conn_t *c)
 
 static void on_linger_shutdown(uv_shutdown_t *r, int status)
 {
+    /* Runs before the handle's close callback, also when closing cancelled it. */
     sg__http_conn_t *c = r->data;
+    free(r);
     if (status < 0 && !c->closing) conn_close(c);
 }
 
@@ -649,8 +651,10 @@ static void conn_finish_close(sg__http_conn_t *c)
         return;
     }
     c->lingering = 1;
-    c->shutdown_req.data = c;
-    if (uv_shutdown(&c->shutdown_req, &c->sock.h.stream, on_linger_shutdown) < 0) {
+    uv_shutdown_t *sr = sg_xmalloc(sizeof(*sr)); /* only closing connections need one */
+    sr->data = c;
+    if (uv_shutdown(sr, &c->sock.h.stream, on_linger_shutdown) < 0) {
+        free(sr);
         conn_close(c);
         return;
     }

@@ -40,7 +40,8 @@ struct sg_http_req {
     sg__http_conn_t *conn; /* NULL once detached (finished or aborted) */
     sg_http_server_t *srv;
     char method[24];
-    char id[136];
+    char *id;        /* idbuf, or a heap copy of a long client-given id */
+    char idbuf[33];  /* a generated id: 32 hex digits */
     char *url;
     char *path;
     const char *query; /* into url */
@@ -116,9 +117,7 @@ struct sg__http_conn {
 
     sg_bufq_t out;
     size_t inflight; /* bytes of the uv_write in flight */
-    uv_buf_t iov[SG__HTTP_IOV];
 
-    uv_shutdown_t shutdown_req; /* lingering close */
     sg_tentry_t rt; /* idle / header / body / linger */
     sg_tentry_t wt; /* send stall */
     sg__rt_phase_t rphase;
@@ -139,6 +138,9 @@ struct sg__http_conn {
 
 struct sg_http_server {
     uv_loop_t *loop;
+    /* Scratch iovecs for one write call: uv_write and the TLS layer copy the array, so one
+     * per server serves every connection (a kilobyte less per idle subscriber). */
+    uv_buf_t iov[SG__HTTP_IOV];
     sg_http_server_config_t cfg;
     union {
         uv_handle_t handle;
@@ -180,6 +182,8 @@ void sg__http_conn_error(sg__http_conn_t *c, int status, const char *code, const
 void sg__http_req_log(sg_http_req_t *req);
 void sg__http_str_append(sg__http_str_t *s, const char *p, size_t n);
 void sg__http_str_free(sg__http_str_t *s);
+/* Sets req->id to the generated id for the server's current sequence number, or to rid. */
+void sg__http_req_set_id(sg_http_req_t *req, const char *rid);
 /* The body pipeline: deliver data to the consumer; returns nonzero to pause the parser. */
 int sg__http_req_body_data(sg_http_req_t *req, const char *p, size_t n);
 void sg__http_req_body_end(sg_http_req_t *req);

@@ -20,8 +20,23 @@
 
 /* ------------------------------------------------------------------ refcount, accessors */
 
+void sg__http_req_set_id(sg_http_req_t *req, const char *rid)
+{
+    if (req->id && req->id != req->idbuf) free(req->id);
+    req->id = req->idbuf;
+    if (!rid) {
+        snprintf(req->idbuf, sizeof(req->idbuf), "%016llx%016llx",
+                 (unsigned long long)req->srv->id_salt, (unsigned long long)req->srv->req_seq);
+    } else if (strlen(rid) < sizeof(req->idbuf)) {
+        snprintf(req->idbuf, sizeof(req->idbuf), "%s", rid);
+    } else {
+        req->id = sg_xstrdup(rid);
+    }
+}
+
 void sg__http_req_free(sg_http_req_t *req)
 {
+    if (req->id != req->idbuf) free(req->id);
     free(req->url);
     free(req->path);
     sg_hdrs_free(&req->hdrs);
@@ -86,6 +101,17 @@ int sg_http_req_query_param(const sg_http_req_t *req, const char *name, char *bu
 size_t sg_http_resp_pending(const sg_http_req_t *req)
 {
     return req->conn ? req->conn->out.bytes : 0;
+}
+
+void sg_http_req_trim(sg_http_req_t *req)
+{
+    sg_hdrs_free(&req->hdrs);
+    sg_hdrs_init(&req->hdrs);
+    sg__http_conn_t *c = req->conn;
+    if (!c) return;
+    sg__http_str_free(&c->url);
+    sg__http_str_free(&c->field);
+    sg__http_str_free(&c->value);
 }
 
 int sg_http_req_set_sndbuf(sg_http_req_t *req, int bytes)
@@ -525,8 +551,7 @@ void sg__http_conn_error(sg__http_conn_t *c, int status, const char *code, const
         req->query = q ? q + 1 : req->url + strlen(req->url);
         sg_hdrs_init(&req->hdrs);
         c->srv->req_seq++;
-        snprintf(req->id, sizeof(req->id), "%016llx%016llx", (unsigned long long)c->srv->id_salt,
-                 (unsigned long long)c->srv->req_seq);
+        sg__http_req_set_id(req, NULL);
         snprintf(req->peer, sizeof(req->peer), "%s", c->peer);
         c->req = req;
     }

@@ -144,8 +144,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
     if (ss.ss_family == AF_INET) ((struct sockaddr_in *)&ss)->sin_port = htons(s->port);
     else ((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->port);
-    s->creq.data = s;
-    int r = uv_tcp_connect(&s->creq, &s->h.tcp, (struct sockaddr *)&ss, on_connect);
+    s->u.creq.data = s;
+    int r = uv_tcp_connect(&s->u.creq, &s->h.tcp, (struct sockaddr *)&ss, on_connect);
     if (r < 0) sg__sock_connect_done(s, r);
 }
 
@@ -160,8 +160,8 @@ static int connect_start(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16
         s->h.handle.data = s;
         s->host = sg_xstrdup(host + 5);
         if (tls && (r = sg__tls_conn_new(s, tls, sni)) < 0) return r;
-        s->creq.data = s;
-        uv_pipe_connect(&s->creq, &s->h.pipe, s->host, on_connect);
+        s->u.creq.data = s;
+        uv_pipe_connect(&s->u.creq, &s->h.pipe, s->host, on_connect);
     } else {
         s->kind = SG_SOCK_TCP;
         r = uv_tcp_init(loop, &s->h.tcp);
@@ -173,19 +173,19 @@ static int connect_start(uv_loop_t *loop, sg_sock_t *s, const char *host, uint16
         /* Numeric addresses skip the resolver thread pool. */
         struct sockaddr_in6 a6;
         struct sockaddr_in a4;
-        s->creq.data = s;
+        s->u.creq.data = s;
         if (uv_ip4_addr(host, port, &a4) == 0) {
-            r = uv_tcp_connect(&s->creq, &s->h.tcp, (struct sockaddr *)&a4, on_connect);
+            r = uv_tcp_connect(&s->u.creq, &s->h.tcp, (struct sockaddr *)&a4, on_connect);
         } else if (uv_ip6_addr(host, port, &a6) == 0) {
-            r = uv_tcp_connect(&s->creq, &s->h.tcp, (struct sockaddr *)&a6, on_connect);
+            r = uv_tcp_connect(&s->u.creq, &s->h.tcp, (struct sockaddr *)&a6, on_connect);
         } else {
             struct addrinfo hints;
             memset(&hints, 0, sizeof(hints));
             hints.ai_family = AF_UNSPEC;
             hints.ai_socktype = SOCK_STREAM;
-            s->gai.data = s;
+            s->u.gai.data = s;
             s->resolving = 1;
-            r = uv_getaddrinfo(loop, &s->gai, on_resolved, host, NULL, &hints);
+            r = uv_getaddrinfo(loop, &s->u.gai, on_resolved, host, NULL, &hints);
             if (r < 0) s->resolving = 0;
         }
         if (r < 0) return r;
@@ -226,6 +226,7 @@ int sg_sock_read_stop(sg_sock_t *s)
 static void on_write(uv_write_t *req, int status)
 {
     sg_sock_t *s = req->data;
+    free(req);
     sg_sock_write_cb cb = s->write_cb;
     s->writing = 0;
     s->write_cb = NULL;
@@ -237,10 +238,12 @@ int sg_sock_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs, sg_sock_wr
     if (s->closing) return SG_ECLOSED;
     if (s->writing) return UV_EBUSY;
     if (s->tls) return sg__tls_write(s, bufs, nbufs, cb);
-    s->wreq.data = s;
+    uv_write_t *w = sg_xmalloc(sizeof(*w));
+    w->data = s;
     s->write_cb = cb;
-    int r = uv_write(&s->wreq, &s->h.stream, bufs, nbufs, on_write);
+    int r = uv_write(w, &s->h.stream, bufs, nbufs, on_write);
     if (r < 0) {
+        free(w);
         s->write_cb = NULL;
         return r;
     }
@@ -301,7 +304,7 @@ void sg_sock_close(sg_sock_t *s, sg_sock_close_cb cb)
     if (s->resolving) {
         /* Cancelled or not, on_resolved still runs and must find s alive. */
         s->close_pending++;
-        uv_cancel((uv_req_t *)&s->gai);
+        uv_cancel((uv_req_t *)&s->u.gai);
     }
     if (s->tls) s->close_pending += sg__tls_close(s);
     uv_close(&s->h.handle, on_close);

@@ -348,9 +348,11 @@ static void tls_flush(sg_sock_t *s)
     uv_buf_t iov[SG_TLS_IOV_MAX];
     size_t total;
     unsigned n = sg_bufq_iov(&t->out, iov, SG_TLS_IOV_MAX, 0, &total);
-    s->wreq.data = s;
-    int r = uv_write(&s->wreq, &s->h.stream, iov, n, on_tls_write);
+    uv_write_t *w = sg_xmalloc(sizeof(*w)); /* freed in on_tls_write (see sock.h) */
+    w->data = s;
+    int r = uv_write(w, &s->h.stream, iov, n, on_tls_write);
     if (r < 0) {
+        free(w);
         tls_fail(s, r, 0);
         return;
     }
@@ -466,6 +468,7 @@ int sg__tls_write(sg_sock_t *s, const uv_buf_t *bufs, unsigned nbufs, sg_sock_wr
 static void on_tls_write(uv_write_t *req, int status)
 {
     sg_sock_t *s = req->data;
+    free(req);
     sg_tls_conn_t *t = s->tls;
     sg_bufq_consume(&t->out, t->out_inflight);
     t->out_done += t->out_inflight;
