@@ -24,7 +24,12 @@
  * Latency per delivery = receive time - sent ("delivery"), and - sched
  * ("delivery_from_schedule", which also charges publisher lag, i.e. free of coordinated
  * omission). Timestamps are CLOCK_MONOTONIC ns (same host), or CLOCK_REALTIME with
- * --clock realtime, for events stamped by another process (e.g. `date +%s%N`). */
+ * --clock realtime, for events stamped by another process (e.g. `date +%s%N`, or
+ * `sandgate-bench stamp` inside a sandbox). With --pub-url none the measured window
+ * (deliveries/s, CPU) opens at the first event received after the settle, not while the
+ * external publisher is still waiting to start; events received earlier are counted
+ * (deliveries_before_ready). A subscriber whose stream ends after it has every event (a
+ * process's stream ends with the process) is complete, not closed early. */
 #define _GNU_SOURCE /* memmem */
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +51,7 @@ enum { SUB_NEW, SUB_CONNECTING, SUB_READY, SUB_CLOSED };
 enum { PH_CONNECT, PH_SETTLE, PH_PUBLISH, PH_DRAIN, PH_DONE };
 
 typedef struct fo_cfg {
-    const char *sub_url, *pub_url, *out, *slow_fraction, *clock;
+    const char *sub_url, *pub_url, *out, *slow_fraction, *clock, *ready_file;
     int64_t subscribers, events, rate, size, connect_conc, server_pid;
     uint64_t warmup_ms, drain_ms, hold_ms, connect_timeout_ms, late_ms, sample_ms;
     bool quiet, server_descendants;
@@ -98,6 +103,11 @@ struct fo {
     uint64_t srv_rss_max_kb;
     uint64_t t_start, t_ready, t_pub_start, t_pub_end, t_end;
     int timed_out_connect, timed_out_drain;
+    /* --pub-url none: the measured window opens at the first stamped event received after
+     * the settle (the publisher's own start delay is not the server's time); what arrived
+     * before is counted, as a sign the publisher started before every subscriber was in. */
+    int await_first;
+    uint64_t delivered_early;
 };
 
 static void fo_finish(fo_t *r);
@@ -143,6 +153,14 @@ static int sub_on_event(void *ud, const sg_sse_msg_t *m)
         s->foreign++;
         r->foreign++;
         return 0;
+    }
+    if (r->await_first) {
+        r->await_first = 0;
+        srv_sample(r, &r->srv_pub0);
+        bs_self_sample(&r->self_pub0);
+        r->t_pub_start = r->t_pub_end = sg_now_ns();
+    } else if (r->phase < PH_DRAIN) {
+        r->delivered_early++;
     }
     s->received++;
     if (s->slow)
@@ -374,13 +392,28 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* --ready-file: created when the measured phase starts, for an external publisher waiting on
+ * it (stamp --start-file), so it starts neither before every subscriber is in nor later. */
+static void signal_ready(fo_t *r)
+{
+    if (!r->cfg.ready_file || !*r->cfg.ready_file) return;
+    FILE *f = fopen(r->cfg.ready_file, "w");
+    if (!f) {
+        fprintf(stderr, "sandgate-bench: cannot create --ready-file %s\n", r->cfg.ready_file);
+        return;
+    }
+    fclose(f);
+}
+
 static void start_publish(fo_t *r)
 {
+    signal_ready(r);
     if (r->no_pub) {
         /* Someone else publishes (--pub-url none): just wait for the events. */
         srv_sample(r, &r->srv_pub0);
         bs_self_sample(&r->self_pub0);
         r->t_pub_start = r->t_pub_end = sg_now_ns();
+        r->await_first = r->delivered + r->delivered_slow == 0;
         r->phase = PH_DRAIN;
         uv_timer_start(&r->phase_timer, on_drain_timeout, r->cfg.drain_ms, 0);
         fo_maybe_done(r);
@@ -582,6 +615,9 @@ static json_t *fo_doc(fo_t *r, int *ok)
                   "deliveries_to_slow", (json_int_t)r->delivered_slow, "gaps", (json_int_t)r->gaps,
                   "duplicates", (json_int_t)r->dups, "foreign_events", (json_int_t)r->foreign);
     json_object_set_new(counts, "sse_gap_events", json_integer((json_int_t)r->sse_gaps));
+    if (r->no_pub)
+        json_object_set_new(counts, "deliveries_before_ready",
+                            json_integer((json_int_t)r->delivered_early));
     if (r->mode == MODE_SLOW) {
         json_object_set_new(counts, "slow_subscribers", json_integer((json_int_t)r->nslow));
         json_object_set_new(
@@ -708,6 +744,9 @@ static const sg_opt_t fo_opts[] = {
     OPT("server-descendants", SG_OPT_BOOL, server_descendants, "true", 0, 0,
         "count the server's descendants in its CPU and RSS (off: a gateway whose children are "
         "the sandboxes that publish)"),
+    OPT("ready-file", SG_OPT_STRING, ready_file, NULL, 0, 0,
+        "create this file when publishing starts (after connect and warmup; idle: after the "
+        "hold), for an external publisher (stamp --start-file)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };

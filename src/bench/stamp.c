@@ -8,7 +8,9 @@
  * another process (possibly in another pid namespace); on one host both read the same clock.
  *
  * Open loop, like fanout's own publisher: event i is due at sched = t0 + i * 1e9 / rate, where
- * t0 is taken after --start-delay (time for the subscribers to connect). The loop sleeps until
+ * t0 is taken after --start-delay and, with --start-file, once that file exists (fanout
+ * --ready-file creates it when its subscribers are in and the measurement starts; the file is
+ * visible in a sandbox whose image is the host's read-only /). The loop sleeps until
  * the next event is due (absolute clock_nanosleep, so sleeps do not drift), then writes every
  * event due by now in one write(2): one event per write while it keeps up, batches when it
  * falls behind. `sent` is read just before that write; a blocking write (the reader's pipe is
@@ -30,8 +32,9 @@
 #include "sandgate/config.h"
 
 typedef struct st_cfg {
+    const char *start_file;
     int64_t events, rate, size, max_batch;
-    uint64_t start_delay_ms;
+    uint64_t start_delay_ms, start_timeout_ms;
     bool summary;
 } st_cfg_t;
 
@@ -47,6 +50,10 @@ static const sg_opt_t st_opts[] = {
         "bytes per event line (padded; the newline not counted)"),
     OPT("start-delay", SG_OPT_DURATION, start_delay_ms, "0ms", 0, 86400000,
         "wait before the first event (subscribers connect meanwhile)"),
+    OPT("start-file", SG_OPT_STRING, start_file, NULL, 0, 0,
+        "then wait until this file exists (fanout --ready-file), polled every millisecond"),
+    OPT("start-timeout", SG_OPT_DURATION, start_timeout_ms, "120s", 1, 86400000,
+        "give up (exit 1) when --start-file has not appeared by then"),
     OPT("max-batch", SG_OPT_INT, max_batch, "4096", 1, 1000000,
         "most events in one write when behind schedule (bounds the buffer)"),
     OPT("summary", SG_OPT_BOOL, summary, "false", 0, 0,
@@ -116,6 +123,18 @@ int bench_stamp_main(int argc, char **argv)
     char *buf = sg_xmalloc(line_cap * batch);
     double period = 1e9 / (double)cfg.rate;
     if (cfg.start_delay_ms) rt_sleep_until(rt_now() + cfg.start_delay_ms * 1000000u);
+    if (cfg.start_file && *cfg.start_file) {
+        uint64_t give_up = rt_now() + cfg.start_timeout_ms * 1000000u;
+        while (access(cfg.start_file, F_OK) != 0) {
+            if (rt_now() > give_up) {
+                fprintf(stderr, "stamp: %s did not appear within %llu ms\n", cfg.start_file,
+                        (unsigned long long)cfg.start_timeout_ms);
+                free(buf);
+                return 1;
+            }
+            rt_sleep_until(rt_now() + 1000000u);
+        }
+    }
     uint64_t t0 = rt_now(), next = 0, writes = 0, late_batches = 0, max_lag = 0;
     uint64_t total = (uint64_t)cfg.events;
     int err = 0;

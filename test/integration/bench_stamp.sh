@@ -56,3 +56,22 @@ set -e
 [ $rc = 1 ] || fail "stamp into a closed pipe: exit $rc, expected 1"
 grep -q 'Broken pipe' "$T/err3" || fail "EPIPE not reported: $(cat "$T/err3")"
 pass "stamp: usage error 2, closed stdout 1"
+
+# --start-file: nothing is written until the file exists; then the events follow at once.
+timeout 20 "$BENCH" stamp --rate 1000 --events 5 --size 64 --start-file "$T/go" >"$T/out4" 2>"$T/err4" &
+spid=$!
+sleep 0.5
+[ ! -s "$T/out4" ] || fail "stamp wrote before --start-file existed"
+t_go=$(date +%s%N)
+touch "$T/go"
+wait "$spid" || fail "stamp --start-file exit $? ($(cat "$T/err4"))"
+[ "$(wc -l <"$T/out4")" = 5 ] || fail "stamp --start-file: $(wc -l <"$T/out4") lines"
+first=$(head -1 "$T/out4" | sed -E 's/.*"sched":([0-9]+).*/\1/')
+[ "$first" -ge "$t_go" ] || fail "first event scheduled before the start file appeared"
+[ $(( (first - t_go) / 1000000 )) -lt 200 ] || fail "first event $(( (first - t_go) / 1000000 )) ms after the start file"
+set +e
+timeout 20 "$BENCH" stamp --events 5 --start-file "$T/never" --start-timeout 200ms >/dev/null 2>"$T/err5"; rc=$?
+set -e
+[ $rc = 1 ] || fail "stamp --start-timeout: exit $rc, expected 1"
+grep -q 'did not appear' "$T/err5" || fail "start timeout not reported: $(cat "$T/err5")"
+pass "stamp --start-file waits for the file, bounded by --start-timeout"
