@@ -220,6 +220,9 @@ int sg_http_resp_start(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs);
 int sg_http_resp_write(sg_http_req_t *req, sg_buf_t *b, size_t off, size_t len); /* by ref */
 int sg_http_resp_write_copy(sg_http_req_t *req, const void *p, size_t len);
 int sg_http_resp_end(sg_http_req_t *req);
+/* SO_SNDBUF of the request's connection (TCP only; others: 0): long-lived streams bound the
+ * kernel memory a stalled reader can pin (it only ever shrinks when set below the default). */
+int sg_http_req_set_sndbuf(sg_http_req_t *req, int bytes);
 /* Bytes queued on the connection and not yet written. */
 size_t sg_http_resp_pending(const sg_http_req_t *req);
 

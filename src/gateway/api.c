@@ -29,6 +29,7 @@ struct sg_api {
     sg_sbx_store_t store;
     sg_http_client_t *ping_client;
     sg_http_client_t *proxy_client;
+    sg_procs_t *procs;
     /* One list per (duration, jitter slot): entries pick a slot at random when armed. */
     sg_tlist_t ready_lists[NSTEPS][NJITTER];
     sg_tlist_t health_lists[NJITTER];
@@ -52,6 +53,7 @@ void sg_api_config_init(sg_api_config_t *cfg)
     cfg->proxy_timeout_ms = 180000;
     cfg->failed_ttl_ms = 3600000;
     cfg->listen = "127.0.0.1:8080";
+    sg_stream_config_init(&cfg->stream);
 }
 
 /* --- small helpers */
@@ -532,6 +534,7 @@ static void sandbox_delete(sg_api_t *a, sg_sandbox_t *s, sg_http_req_t *req)
     stop_watch(s);
     sg_sbx_ref(s);
     sg_sbx_unlink(s); /* gone for every lookup from now on */
+    sg_procs_drop_sandbox(a->procs, s, 0);
     sg_sbx_set_state(s, SG_SBX_STOPPING, "SANDBOX_DELETING", NULL);
     if (s->has_handle) {
         s->busy = 1;
@@ -765,6 +768,8 @@ static void on_proxied_ping(void *ud, int status)
     arm_health(a, s);
 }
 
+static int method_is(sg_http_req_t *req, const char *m);
+
 static void proxy_request(sg_api_t *a, sg_http_req_t *req, const char *id, size_t id_len,
                           const char *rest)
 {
@@ -794,6 +799,15 @@ static void proxy_request(sg_api_t *a, sg_http_req_t *req, const char *id, size_
         return;
     }
     const char *path = slash ? slash : "/";
+    if (port == EXECD_PORT && s->state == SG_SBX_RUNNING) {
+        /* Commands become processes the gateway owns (process.h); their status and logs are
+         * answered from its own log. */
+        if (strcmp(path, "/command") == 0 && method_is(req, "POST")) {
+            sg_procs_command(a->procs, s, req);
+            return;
+        }
+        if (method_is(req, "GET") && sg_procs_execd_get(a->procs, s, req, path)) return;
+    }
     const char *q = sg_http_req_query(req);
     char *target;
     size_t tl = strlen(path) + strlen(q) + 32;
@@ -931,6 +945,13 @@ int sg_api_route(sg_api_t *a, sg_http_req_t *req)
             sandbox_delete(a, s, req);
         return 1;
     }
+    if (strncmp(sub, "processes", 9) == 0 && (sub[9] == '\0' || sub[9] == '/')) {
+        if (!s)
+            not_found(req, idbuf);
+        else
+            sg_procs_route(a->procs, s, req, sub + 9);
+        return 1;
+    }
     if (strcmp(sub, "metadata") == 0) {
         if (!method_is(req, "PATCH"))
             bad_method(req);
@@ -1008,6 +1029,12 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
         free(a);
         return r;
     }
+    if ((r = sg_procs_new(loop, &cfg->stream, 0, &a->procs)) < 0) {
+        sg_http_client_close(a->ping_client, NULL, NULL);
+        sg_http_client_close(a->proxy_client, NULL, NULL);
+        free(a);
+        return r;
+    }
     static const unsigned jitter_pct[NJITTER] = {80, 90, 100, 110, 120};
     for (size_t i = 0; i < NSTEPS; i++)
         for (int j = 0; j < NJITTER; j++)
@@ -1070,7 +1097,11 @@ static void maybe_closed(sg_api_t *a)
         a->health_lists[j].timer.data = a;
         sg_tlist_close(&a->health_lists[j], on_tlist_closed);
     }
-    a->closes_pending += 3;
+    for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
+        for (sg_sandbox_t *s = t->head; s; s = s->next)
+            sg_procs_drop_sandbox(a->procs, s, 1);
+    a->closes_pending += 4;
+    sg_procs_close(a->procs, on_client_closed, a);
     uv_close((uv_handle_t *)&a->expiry_timer, on_expiry_closed);
     sg_http_client_close(a->ping_client, on_client_closed, a);
     sg_http_client_close(a->proxy_client, on_client_closed, a);

@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "process.h"
 #include "provider.h"
 #include "sandbox.h"
 #include "sandgate/http_server.h"
@@ -48,6 +49,7 @@ typedef struct sg_api_config {
     size_t n_host_prefixes;
     int tls;            /* the listener speaks TLS (X-Forwarded-Proto) */
     const char *listen; /* endpoint host when a request has no Host header */
+    sg_stream_config_t stream; /* processes and their subscribers (process.h) */
 } sg_api_config_t;
 
 typedef struct sg_api sg_api_t;

@@ -73,6 +73,8 @@ typedef struct sg_sandbox {
     unsigned missed_pings;
     sg_http_creq_t *ping; /* a /ping in flight, or NULL */
     void *api;
+    struct proc *procs; /* process.c's records, newest first */
+    unsigned nprocs;
 } sg_sandbox_t;
 
 struct sg_tenant {

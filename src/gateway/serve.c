@@ -51,6 +51,14 @@ typedef struct serve_config {
     int64_t max_sandboxes;
     uint64_t max_sandbox_timeout_ms;
     uint64_t failed_ttl_ms;
+    uint64_t process_log_bytes;
+    int64_t max_processes;
+    uint64_t sub_lag_soft;
+    uint64_t sub_lag_soft_ms;
+    uint64_t sub_lag_hard;
+    uint64_t sub_send_timeout_ms;
+    uint64_t sub_sndbuf;
+    uint64_t sse_heartbeat_ms;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -101,6 +109,23 @@ static const sg_opt_t serve_opts[] = {
         max_sandbox_timeout_ms, "0", 0, 0, NULL, "largest `timeout` a create may ask, 0 = any"),
     OPT("failed-ttl", "SANDGATE_FAILED_TTL", SG_OPT_DURATION, failed_ttl_ms, "1h", 0, 0, NULL,
         "Failed sandboxes' records are removed after this, 0 = kept until deleted"),
+    OPT("process-log-bytes", "SANDGATE_PROCESS_LOG_BYTES", SG_OPT_SIZE, process_log_bytes, "4M",
+        4096, 1ull << 34, NULL,
+        "events each process keeps in memory; older ones are dropped (readers get a gap)"),
+    OPT("max-processes", "SANDGATE_MAX_PROCESSES", SG_OPT_INT, max_processes, "256", 1, 100000,
+        NULL, "processes kept per sandbox (the oldest finished one is dropped first)"),
+    OPT("sub-lag-soft", "SANDGATE_SUB_LAG_SOFT", SG_OPT_SIZE, sub_lag_soft, "2M", 0, 0, NULL,
+        "a stream subscriber this far behind for --sub-lag-soft-time is disconnected"),
+    OPT("sub-lag-soft-time", "SANDGATE_SUB_LAG_SOFT_TIME", SG_OPT_DURATION, sub_lag_soft_ms,
+        "10s", 1, SG_OPT_NO_MAX, NULL, "how long a subscriber may stay past --sub-lag-soft"),
+    OPT("sub-lag-hard", "SANDGATE_SUB_LAG_HARD", SG_OPT_SIZE, sub_lag_hard, "16M", 0, 0, NULL,
+        "a stream subscriber this far behind is disconnected at once"),
+    OPT("sub-send-timeout", "SANDGATE_SUB_SEND_TIMEOUT", SG_OPT_DURATION, sub_send_timeout_ms,
+        "30s", 1, SG_OPT_NO_MAX, NULL, "a stream subscriber whose write makes no progress this long is cut"),
+    OPT("sub-sndbuf", "SANDGATE_SUB_SNDBUF", SG_OPT_SIZE, sub_sndbuf, "64K", 0, 1u << 30, NULL,
+        "kernel send buffer of stream subscriber sockets, 0 = kernel default"),
+    OPT("sse-heartbeat", "SANDGATE_SSE_HEARTBEAT", SG_OPT_DURATION, sse_heartbeat_ms, "15s", 100,
+        SG_OPT_NO_MAX, NULL, "comment heartbeat on idle process streams"),
 };
 #undef OPT
 
@@ -368,6 +393,14 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.max_sandboxes = g.cfg.max_sandboxes;
     g.api_cfg.max_timeout_s = g.cfg.max_sandbox_timeout_ms / 1000;
     g.api_cfg.failed_ttl_ms = g.cfg.failed_ttl_ms;
+    g.api_cfg.stream.log_bytes = g.cfg.process_log_bytes;
+    g.api_cfg.stream.max_processes = (unsigned)g.cfg.max_processes;
+    g.api_cfg.stream.lag_soft = g.cfg.sub_lag_soft;
+    g.api_cfg.stream.lag_soft_ms = g.cfg.sub_lag_soft_ms;
+    g.api_cfg.stream.lag_hard = g.cfg.sub_lag_hard;
+    g.api_cfg.stream.send_timeout_ms = g.cfg.sub_send_timeout_ms;
+    g.api_cfg.stream.sub_sndbuf = (int)g.cfg.sub_sndbuf;
+    g.api_cfg.stream.heartbeat_ms = g.cfg.sse_heartbeat_ms;
     g.api_cfg.tls = g.tls != NULL;
     g.api_cfg.listen = g.cfg.listen;
     sg_provider_t *prov = NULL;

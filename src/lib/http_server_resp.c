@@ -88,6 +88,12 @@ size_t sg_http_resp_pending(const sg_http_req_t *req)
     return req->conn ? req->conn->out.bytes : 0;
 }
 
+int sg_http_req_set_sndbuf(sg_http_req_t *req, int bytes)
+{
+    if (!req->conn || req->aborted) return SG_ECLOSED;
+    return sg_sock_set_sndbuf(&req->conn->sock, bytes);
+}
+
 /* Usable for I/O by the handler? */
 static sg__http_conn_t *live_conn(const sg_http_req_t *req)
 {
