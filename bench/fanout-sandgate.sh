@@ -44,7 +44,7 @@ servers="nchan sandgate"
 out=$root/bench/results/fanout-sandgate.json
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000" idle_list="1000" hold=1s ;;
+    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s ;;
     --rounds) rounds=$2; shift ;;
     --subscribers) subs_list=$2; shift ;;
     --rates) rates=$2; shift ;;
