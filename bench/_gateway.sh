@@ -52,12 +52,14 @@ gw_pin_sandbox() {
 }
 
 gw_stop() {
-  local id st ipid
+  local id st ipid left
   if [ -n "$GW_PID" ]; then
+    left=$(_gw_descendants "$GW_PID") # sandboxes are detached: remember them before the gateway goes
     for id in "${GW_SANDBOXES[@]}"; do curl -s -m 10 -o /dev/null -X DELETE "$GW_URL/v1/sandboxes/$id" || true; done
     kill "$GW_PID" 2>/dev/null || true
     wait "$GW_PID" 2>/dev/null || true
     GW_PID=
+    for ipid in $left; do kill -9 "$ipid" 2>/dev/null || true; done
   fi
   [ -n "$GW_DIR" ] || return 0
   for st in "$GW_DIR"/data/sandboxes/*/state.json; do

@@ -38,7 +38,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${SG_BIN_DIR:-$root/build-rel}
-rounds=3 dur_ms=2000 max_deliv=10000000 size=128
+rounds=3 dur_ms=2000 max_deliv=3000000 size=128
 subs_list="1000 10000" rates="100 1000 5000" idle_list="1000 10000" slow_subs=1000 slow_rate=1000 hold=2s
 servers="nchan sandgate"
 out=$root/bench/results/fanout-sandgate.json
