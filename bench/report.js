@@ -94,9 +94,9 @@ if (fn) {
   lines.push(`Run ${fn.generated_at} on ${fn.machine.cpus} CPUs (${fn.machine.model}); \`bench/fanout-nchan.sh\` with`);
   lines.push(`\`sandgate-bench\` (${fn.nginx}, Nchan ${fn.nchan_package}, one worker, ${fn.machine.pinned};`);
   lines.push(`${fn.rounds} rounds, medians). Publish rate ${fn.rate} events/s, ${fn.events} events, open loop; latency is`);
-  lines.push('publish-to-receive per delivery, from every sample. **sandgate: not measured yet** — its');
-  lines.push('process streams (issue 6) do not exist; these are the figures it will be set against, taken');
-  lines.push('by the same client.');
+  lines.push('publish-to-receive per delivery, from every sample. Nchan alone, at a low rate (the');
+  lines.push('earlier peer measurement, `bench/fanout-nchan.sh`, not part of `bench/run` any more);');
+  lines.push('sandgate\'s process streams against Nchan side by side are in the next section.');
   lines.push('');
   lines.push('| scenario | deliveries/s | p50 | p99 | p99.9 | max | bench CPU | server CPU |');
   lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
@@ -119,6 +119,139 @@ if (fn) {
   lines.push('The load generator is not the bottleneck: its CPU stays at or below the server\'s in every');
   lines.push('row (CPU columns are cores used over the run). Every run\'s full document is in');
   lines.push('`bench/results/fanout-nchan.json`.');
+  lines.push('');
+}
+
+
+const fs2 = load('fanout-sandgate');
+if (fs2) {
+  const N = fs2.summary.nchan || {}, S = fs2.summary.sandgate || {}, R = fs2.ratios || {};
+  const m = fs2.machine;
+  const f2 = (x) => fmt(x, 2);
+  const ms = (x) => (x === null || x === undefined ? 'n/a' : `${fmt(x, x < 10 ? 2 : x < 100 ? 1 : 0)} ms`);
+  lines.push('## Fan-out of one process: sandgate vs Nchan');
+  lines.push('');
+  lines.push(`Run ${fs2.generated_at} (commit ${fs2.commit}) on ${m.cpus} CPUs (${m.model}), ${m.pinned}; load average`);
+  lines.push(`${m.loadavg_start} at the start, ${m.loadavg_end} at the end. \`bench/fanout-sandgate.sh\` (details in its header):`);
+  lines.push(`${fs2.params.rounds} alternating rounds, medians; a fresh server per run; ${fs2.params.size}-byte events, open loop, each run`);
+  lines.push(`about ${fs2.params.duration_ms / 1000} s of publishing (at most ${fmt(fs2.params.max_deliveries_per_run)} deliveries).`);
+  lines.push('- **sandgate**: `sandgate serve --provider local`; the publisher is `sandgate-bench stamp` running in a');
+  lines.push('  sandbox as a background command (POST `/v1/sandboxes/{id}/proxy/44772/command`); subscribers read');
+  lines.push('  `GET /v1/sandboxes/{id}/processes/{pid}/stream`. Latency is stamp writes the line to its stdout →');
+  lines.push('  subscriber receives it, so it includes the pipe, the sandbox\'s execd and its relay to the gateway.');
+  lines.push(`- **Nchan**: ${fs2.nginx} + Nchan ${fs2.nchan_package}, one worker (\`bench/nchan.conf.in\`); the bench publishes`);
+  lines.push('  itself (POST /pub, pipelined); latency is POST written → subscriber receives it.');
+  lines.push('- Server CPU is cores used over the run (nginx master + worker; the gateway process alone, not its');
+  lines.push('  sandbox); "CPU/delivery" is server CPU time per delivered event.');
+  lines.push('');
+  lines.push('| subscribers × rate (offered deliveries/s) | server | delivered/s | p50 | p99 | max | server CPU | CPU/delivery | bench CPU | ok runs |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const fanKeys = [...new Set([...Object.keys(N), ...Object.keys(S)])].filter((k) => k.startsWith('fanout-'))
+    .sort((a, b) => { const [, n1, r1] = a.split('-').map(Number), [, n2, r2] = b.split('-').map(Number); return n1 - n2 || r1 - r2; });
+  for (const k of fanKeys) {
+    const v0 = N[k] || S[k];
+    const label = `${fmt(v0.subscribers)} × ${fmt(v0.rate)}/s (${fmt(v0.offered_deliveries_per_s)})`;
+    for (const [name, v] of [['Nchan', N[k]], ['sandgate', S[k]]]) {
+      if (!v) continue;
+      const d = v.delivery_ms;
+      lines.push(`| ${label} | ${name} | ${fmt(v.deliveries_per_s)} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${f2(v.cpu_util.server)} | ${fmt(v.server_cpu_us_per_delivery, 2)} µs | ${f2(v.cpu_util.bench)} | ${v.ok_runs}/${v.rounds} |`);
+    }
+    if (R[k]) lines.push(`| | **ratio sandgate / Nchan** | **${f2(R[k].deliveries_per_s)}** | **${f2(R[k].p50)}** | **${f2(R[k].p99)}** | | | **${f2(R[k].server_cpu_per_delivery)}** | | |`);
+  }
+  lines.push('');
+  // The 2x target can only show where Nchan cannot keep up with the offered rate.
+  const judged = [], notJudged = [];
+  for (const k of fanKeys) {
+    if (!N[k] || !S[k] || !R[k]) continue;
+    const name = `${fmt(N[k].subscribers)} × ${fmt(N[k].rate)}/s`;
+    if (N[k].deliveries_per_s < 0.9 * N[k].offered_deliveries_per_s) judged.push([k, name]); else notJudged.push(name);
+  }
+  lines.push('**Target (issue 6): sandgate delivers at least 2x Nchan\'s events/s at equal or better p99.**');
+  if (notJudged.length) lines.push(`Where Nchan keeps up with the offered rate (${notJudged.join(', ')}), both deliver what is offered and the throughput ratio is about 1 by construction; there the comparison is latency and CPU per delivery.`);
+  for (const [k, name] of judged) {
+    const r = R[k];
+    const tp = r.deliveries_per_s >= 2, lat = r.p99 !== null && r.p99 <= 1;
+    const sat = S[k].deliveries_per_s < 0.9 * S[k].offered_deliveries_per_s;
+    lines.push(`- ${name}: Nchan delivers ${fmt(N[k].deliveries_per_s)}/s of ${fmt(N[k].offered_deliveries_per_s)} offered, sandgate ${fmt(S[k].deliveries_per_s)}/s (${f2(r.deliveries_per_s)}x${sat ? '' : ', i.e. all that was offered: its own limit is higher'}), p99 ${f2(r.p99)}x Nchan's: ` +
+      (tp && lat ? 'target met.' : !tp && !sat && lat ? 'throughput target not shown at this rate (sandgate delivered everything offered; a higher rate is needed to find its limit), p99 better.' : `**falls short** of the target (${[!tp ? `throughput ${f2(r.deliveries_per_s)}x < 2x${sat ? '' : ' because the offered rate, not sandgate, is the limit'}` : null, !lat ? `p99 ${f2(r.p99)}x Nchan's` : null].filter(Boolean).join('; ')}).`));
+  }
+  if (!judged.length) lines.push('No configuration in this run saturated Nchan, so the throughput target could not be judged here.');
+  lines.push('');
+  const idleKeys = Object.keys(S).filter((k) => k.startsWith('idle-')).sort((a, b) => +a.split('-')[1] - +b.split('-')[1]);
+  if (idleKeys.length) {
+    lines.push('| idle subscribers | sandgate RSS / subscriber | Nchan RSS / subscriber | ratio | kernel socket slab / subscriber (both ends, sandgate run) | target |');
+    lines.push('|---|---:|---:|---:|---:|---|');
+    const shortIdle = [];
+    for (const k of idleKeys) {
+      const a = S[k], b = N[k] || {};
+      const met = a.server_rss_bytes_per_subscriber !== null && a.server_rss_bytes_per_subscriber < 2048;
+      if (!met) shortIdle.push(`${fmt(a.subscribers)} subscribers: ${fmt(a.server_rss_bytes_per_subscriber)} B`);
+      lines.push(`| ${fmt(a.subscribers)} | ${fmt(a.server_rss_bytes_per_subscriber)} B | ${fmt(b.server_rss_bytes_per_subscriber)} B | ${f2(R[k] && R[k].server_rss_per_subscriber)} | ${fmt(a.socket_slab_bytes_per_subscriber_both_ends)} B | < 2,048 B: ${met ? 'met' : '**not met**'} |`);
+    }
+    lines.push('');
+    lines.push('RSS per subscriber is (server RSS with the subscribers held − before they connected) / subscribers, after');
+    lines.push('the hold; a probe event then proves every held stream is alive. ' + (shortIdle.length
+      ? `**sandgate falls short of the 2 KiB target**: ${shortIdle.join(', ')} of gateway RSS per idle subscriber.`
+      : 'sandgate stays under the 2 KiB target.'));
+    lines.push('');
+  }
+  const slowKeys = Object.keys(S).filter((k) => k.startsWith('slow-'));
+  if (slowKeys.length) {
+    lines.push('| slow: subscribers (stalled), event size | server | reading subscribers\' delivered/s | p50 | p99 | max | server RSS growth | stalled kept |');
+    lines.push('|---|---|---:|---:|---:|---:|---:|---:|');
+    for (const k of slowKeys) for (const [name, v] of [['Nchan', N[k]], ['sandgate', S[k]]]) {
+      if (!v) continue;
+      const d = v.delivery_ms;
+      lines.push(`| ${fmt(v.subscribers)} (${fmt(v.slow_subscribers)}), ${fmt(v.size)} B at ${fmt(v.rate)}/s | ${name} | ${fmt(v.deliveries_per_s)} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${fmt(v.server_rss_kb_growth_max / 1024, 1)} MiB | ${fmt(v.slow_subscribers - (v.subscribers_closed_early || 0))} |`);
+    }
+    lines.push('');
+    for (const k of slowKeys) {
+      if (!N[k] || !S[k]) continue;
+      const gs = S[k].server_rss_kb_growth_max, gn = N[k].server_rss_kb_growth_max;
+      if (gs > gn * 1.5 && gs > 4096) lines.push(`Where sandgate falls short: with stalled subscribers its RSS grows ${fmt(gs / 1024, 1)} MiB against Nchan's ${fmt(gn / 1024, 1)} MiB (peak during the run − with the subscribers held).`);
+      if (S[k].delivery_ms.p99 > N[k].delivery_ms.p99) lines.push(`Where sandgate falls short: the reading subscribers' p99 (${ms(S[k].delivery_ms.p99)}) is above Nchan's (${ms(N[k].delivery_ms.p99)}).`);
+    }
+    lines.push('');
+  }
+  lines.push('Every run\'s full document (and the gateway\'s view of the process) is in `bench/results/fanout-sandgate.json`.');
+  lines.push('');
+}
+
+const rl = load('relay');
+if (rl) {
+  const S = rl.summary, m = rl.machine;
+  lines.push('## Relay: one bulk command through the gateway vs straight from execd vs nginx');
+  lines.push('');
+  lines.push(`Run ${rl.generated_at} on ${m.cpus} CPUs (${m.model}), ${m.pinned}; \`bench/relay.sh\` (details in its header),`);
+  lines.push(`${rl.rounds} rounds alternating the three paths, medians. One stream at a time with \`sandgate-bench relay\`:`);
+  lines.push('**direct** = POST /command to sandgate-execd; **nginx** = the same execd behind nginx as an SSE reverse');
+  lines.push(`proxy (${rl.nginx}, \`proxy_buffering off\`, HTTP/1.1, one worker); **gateway** = \`sandgate serve --provider local\`,`);
+  lines.push('POST `/v1/sandboxes/{id}/proxy/44772/command` to the sandbox\'s execd. MB/s is command output (1 MB =');
+  lines.push('10^6 bytes) over the time from the request to the final event; lines/s is stdout events per second.');
+  lines.push('');
+  lines.push('| command | path | MB/s | lines/s | ratio vs direct | relay CPU | bench CPU | complete runs |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|');
+  const short = [];
+  for (const [cmd, s] of Object.entries(S)) {
+    for (const p of ['direct', 'nginx', 'gateway']) {
+      const v = s[p];
+      const ratio = p === 'direct' ? '1.00' : fmt(s.ratio[`${p}_over_direct`], 2);
+      lines.push(`| \`${s.command.replace(/\|/g, '\\|')}\` | ${p} | ${fmt(v.MBps, 1)} | ${fmt(v.lines_per_s)} | ${p === 'gateway' ? `**${ratio}**` : ratio} | ${fmt(v.server_cpu_util, 2)} | ${fmt(v.bench_cpu_util, 2)} | ${v.complete_runs}/${v.rounds} |`);
+    }
+    const g = s.ratio.gateway_over_direct;
+    if (!s.gateway.complete_runs) {
+      const bad = rl.runs.find((r) => r.name.startsWith(`${cmd}-gateway-`));
+      short.push(`\`${s.command}\`: **the gateway path did not deliver the output in any of ${s.gateway.rounds} runs**` +
+        (bad ? ` (the stream ended with an error event after ${fmt(bad.counts.stdout_lines)} stdout events; exit codes ${JSON.stringify(bad.exit_codes)})` : ''));
+    } else if (g === null || g < 0.9) short.push(`\`${s.command}\`: ${fmt(g, 2)}x direct (nginx: ${fmt(s.ratio.nginx_over_direct, 2)}x)`);
+  }
+  lines.push('');
+  lines.push('Relay CPU is execd alone for direct, nginx (master + worker) or the gateway alone for the proxies.');
+  lines.push('**Target (issue 6): relay at least 0.9x direct.** ' + (short.length
+    ? `Where sandgate falls short in this run: ${short.join('; ')}.`
+    : 'Met for every command in this run.'));
+  lines.push('');
+  lines.push('Per-round figures are in `bench/results/relay.json`.');
   lines.push('');
 }
 

@@ -7,6 +7,8 @@
  *                                    POST /pub, GET /sub as text/event-stream)
  *   exec.c      exec, relay          POST /command on an execd (or an endpoint's prefix)
  *   lifecycle.c lifecycle            OpenSandbox create -> ping -> exec -> delete
+ *   stamp.c     stamp                timestamped events on stdout at a fixed rate: the process
+ *                                    a gateway fans out (fanout --pub-url none subscribes)
  *   bconn.c, hist.c, bstat.c         client connections, histograms, /proc figures */
 #ifndef SANDGATE_BENCH_BENCH_H
 #define SANDGATE_BENCH_BENCH_H
@@ -19,6 +21,7 @@ int bench_slow_main(int argc, char **argv);
 int bench_exec_main(int argc, char **argv);
 int bench_relay_main(int argc, char **argv);
 int bench_lifecycle_main(int argc, char **argv);
+int bench_stamp_main(int argc, char **argv);
 
 /* Shared by the scenarios: the document's common head
  * {"tool","version","scenario","started_at","params"} (params is stolen). */

@@ -166,7 +166,7 @@ int breq_start(uv_loop_t *loop, breq_t *q, const bc_url_t *url, const char *meth
     q->ud = ud;
     q->exit_code = BREQ_NO_EXIT;
     q->t_start = sg_now_ns();
-    sg_sse_decoder_init(&q->dec, 0, 0, q_on_event, NULL, q);
+    sg_sse_decoder_init(&q->dec, BREQ_SSE_MAX_LINE, BREQ_SSE_MAX_EVENT, q_on_event, NULL, q);
     q->req = bc_request(method, url, extra, body, body_len, &q->req_len);
     if (!q->req) q->err = SG_ETOOBIG;
     int rc = bc_connect(loop, &q->c, url, &q_ops, q);

@@ -13,7 +13,11 @@
 #include "sandgate/sse.h"
 
 #define BREQ_MAX_BODY (256u * 1024u)
-#define BREQ_NO_EXIT  INT64_MIN
+/* SSE bounds: execd cuts output without newlines into 64 KiB pieces, and a piece JSON-escaped
+ * (worst case 6 bytes per byte) plus its event envelope must fit in one line. */
+#define BREQ_SSE_MAX_LINE  (1024u * 1024u)
+#define BREQ_SSE_MAX_EVENT (2u * 1024u * 1024u)
+#define BREQ_NO_EXIT       INT64_MIN
 
 typedef struct breq breq_t;
 typedef void (*breq_done_cb)(breq_t *q);

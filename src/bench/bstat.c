@@ -58,7 +58,7 @@ static int read_stat(int pid, uint64_t *ut, uint64_t *st)
     return 0;
 }
 
-static void add_proc(int pid, bs_proc_t *out, int depth)
+static void add_proc(int pid, bs_proc_t *out, int depth, int max_depth)
 {
     uint64_t ut, st;
     if (read_stat(pid, &ut, &st) < 0) return;
@@ -71,21 +71,26 @@ static void add_proc(int pid, bs_proc_t *out, int depth)
     out->cpu_sys_s += (double)st / (double)tck;
     out->nprocs++;
     out->ok = 1;
-    if (depth > 4) return;
+    if (depth >= max_depth) return;
     snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
     FILE *f = fopen(path, "r");
     if (!f) return;
     int child;
     while (fscanf(f, "%d", &child) == 1)
-        add_proc(child, out, depth + 1);
+        add_proc(child, out, depth + 1, max_depth);
     fclose(f);
 }
 
 void bs_proc_sample(int pid, bs_proc_t *out)
 {
+    bs_proc_sample_depth(pid, 5, out);
+}
+
+void bs_proc_sample_depth(int pid, int max_depth, bs_proc_t *out)
+{
     memset(out, 0, sizeof(*out));
     if (pid <= 0) return;
-    add_proc(pid, out, 0);
+    add_proc(pid, out, 0, max_depth);
 }
 
 void bs_self_sample(bs_proc_t *out)

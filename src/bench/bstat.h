@@ -28,8 +28,11 @@ typedef struct bs_sock {
     int64_t slab_bytes; /* TCP + sock_inode_cache + eventpoll_epi objects (-1: unreadable) */
 } bs_sock_t;
 
-/* pid <= 0 gives ok = 0. */
+/* pid <= 0 gives ok = 0. bs_proc_sample counts descendants 5 levels deep;
+ * bs_proc_sample_depth(pid, 0, out) the process alone (a gateway whose sandboxes are its
+ * children: their processes are the publisher, not the server). */
 void bs_proc_sample(int pid, bs_proc_t *out);
+void bs_proc_sample_depth(int pid, int max_depth, bs_proc_t *out);
 void bs_self_sample(bs_proc_t *out); /* this process (getrusage + VmRSS) */
 void bs_sock_sample(bs_sock_t *out);
 long bs_page_size(void);

@@ -28,7 +28,7 @@ typedef struct ex_cfg {
     const char *url, *command, *header, *token, *out;
     int64_t requests, concurrency, server_pid;
     uint64_t timeout_ms;
-    bool quiet;
+    bool quiet, server_descendants;
 } ex_cfg_t;
 
 typedef struct ex_run ex_run_t;
@@ -112,7 +112,7 @@ static void ex_maybe_end(ex_run_t *r)
     r->stopping = 1;
     r->t1 = sg_now_ns();
     bs_self_sample(&r->self1);
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv1);
+    bs_proc_sample_depth((int)r->cfg.server_pid, r->cfg.server_descendants ? 5 : 0, &r->srv1);
     uv_close((uv_handle_t *)&r->sweep, NULL);
 }
 
@@ -155,6 +155,8 @@ static const sg_opt_t exec_opts[] = {
     OPT("token", SG_OPT_STRING, token, NULL, 0, 0, "X-EXECD-ACCESS-TOKEN value"),
     OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
         "server process for CPU time (with descendants)"),
+    OPT("server-descendants", SG_OPT_BOOL, server_descendants, "true", 0, 0,
+        "count the server's descendants"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -172,6 +174,9 @@ static const sg_opt_t relay_opts[] = {
     OPT("token", SG_OPT_STRING, token, NULL, 0, 0, "X-EXECD-ACCESS-TOKEN value"),
     OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
         "server process for CPU time (with descendants)"),
+    OPT("server-descendants", SG_OPT_BOOL, server_descendants, "true", 0, 0,
+        "count the server's descendants (off: a gateway whose children are the sandboxes, or an "
+        "execd whose children are the commands)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -258,7 +263,7 @@ static int ex_main(int relay, int argc, char **argv)
     r->sweep.data = r;
     uv_timer_start(&r->sweep, ex_sweep, 100, 100);
     bs_self_sample(&r->self0);
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv0);
+    bs_proc_sample_depth((int)r->cfg.server_pid, r->cfg.server_descendants ? 5 : 0, &r->srv0);
     r->t0 = sg_now_ns();
     for (uint32_t i = 0; i < r->nslots; i++) {
         r->slots[i].run = r;

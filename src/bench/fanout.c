@@ -24,7 +24,12 @@
  * Latency per delivery = receive time - sent ("delivery"), and - sched
  * ("delivery_from_schedule", which also charges publisher lag, i.e. free of coordinated
  * omission). Timestamps are CLOCK_MONOTONIC ns (same host), or CLOCK_REALTIME with
- * --clock realtime, for events stamped by another process (e.g. `date +%s%N`). */
+ * --clock realtime, for events stamped by another process (e.g. `date +%s%N`, or
+ * `sandgate-bench stamp` inside a sandbox). With --pub-url none the measured window
+ * (deliveries/s, CPU) opens at the first event received after the settle, not while the
+ * external publisher is still waiting to start; events received earlier are counted
+ * (deliveries_before_ready). A subscriber whose stream ends after it has every event (a
+ * process's stream ends with the process) is complete, not closed early. */
 #define _GNU_SOURCE /* memmem */
 #include <math.h>
 #include <stdio.h>
@@ -46,10 +51,10 @@ enum { SUB_NEW, SUB_CONNECTING, SUB_READY, SUB_CLOSED };
 enum { PH_CONNECT, PH_SETTLE, PH_PUBLISH, PH_DRAIN, PH_DONE };
 
 typedef struct fo_cfg {
-    const char *sub_url, *pub_url, *out, *slow_fraction, *clock;
+    const char *sub_url, *pub_url, *out, *slow_fraction, *clock, *ready_file;
     int64_t subscribers, events, rate, size, connect_conc, server_pid;
     uint64_t warmup_ms, drain_ms, hold_ms, connect_timeout_ms, late_ms, sample_ms;
-    bool quiet;
+    bool quiet, server_descendants;
 } fo_cfg_t;
 
 typedef struct fo fo_t;
@@ -59,7 +64,7 @@ typedef struct fo_sub {
     sg_sse_decoder_t dec;
     fo_t *run;
     uint64_t t_start;
-    uint32_t next_seq, received, gaps, dups, foreign;
+    uint32_t next_seq, received, gaps, dups, foreign, sse_gaps;
     uint8_t state, slow, complete, saw_close;
 } fo_sub_t;
 
@@ -91,17 +96,29 @@ struct fo {
     double period_ns;
     char *body; /* scratch, size cfg.size + 128 */
     /* results */
-    uint64_t delivered, delivered_slow, gaps, dups, foreign;
+    uint64_t delivered, delivered_slow, gaps, dups, foreign, sse_gaps;
     bh_hist_t lat, lat_sched, lag, ack, conn_lat;
     bs_proc_t srv0, srv_ready, srv_end, self0, self_ready, self_end, srv_pub0, self_pub0;
     bs_sock_t sock0, sock_ready, sock_end, sock_max;
     uint64_t srv_rss_max_kb;
     uint64_t t_start, t_ready, t_pub_start, t_pub_end, t_end;
     int timed_out_connect, timed_out_drain;
+    /* --pub-url none: the measured window opens at the first stamped event received after
+     * the settle (the publisher's own start delay is not the server's time); what arrived
+     * before is counted, as a sign the publisher started before every subscriber was in. */
+    int await_first;
+    uint64_t delivered_early;
 };
 
 static void fo_finish(fo_t *r);
 static void fo_maybe_done(fo_t *r);
+
+/* The server's figures: --server-pid with its descendants (nginx master + worker), or alone
+ * (--no-server-descendants: a gateway whose children are sandboxes running the publisher). */
+static void srv_sample(fo_t *r, bs_proc_t *out)
+{
+    bs_proc_sample_depth((int)r->cfg.server_pid, r->cfg.server_descendants ? 5 : 0, out);
+}
 static void connect_more(fo_t *r);
 static void start_settle(fo_t *r);
 
@@ -127,9 +144,23 @@ static int sub_on_event(void *ud, const sg_sse_msg_t *m)
     uint64_t sched = bench_event_u64(m->data, m->data_len, "sched", &f2);
     uint64_t sent = bench_event_u64(m->data, m->data_len, "sent", &f3);
     if (!f1 || !f2 || !f3) {
+        /* A gateway's `event: gap` (history evicted before this subscriber read it) is
+         * counted by name; the seq check below also sees the hole it leaves. */
+        if (m->event && strcmp(m->event, "gap") == 0) {
+            s->sse_gaps++;
+            r->sse_gaps++;
+        }
         s->foreign++;
         r->foreign++;
         return 0;
+    }
+    if (r->await_first) {
+        r->await_first = 0;
+        srv_sample(r, &r->srv_pub0);
+        bs_self_sample(&r->self_pub0);
+        r->t_pub_start = r->t_pub_end = sg_now_ns();
+    } else if (r->phase < PH_DRAIN) {
+        r->delivered_early++;
     }
     s->received++;
     if (s->slow)
@@ -209,7 +240,9 @@ static void sub_on_error(bc_conn_t *c, int err)
 {
     fo_sub_t *s = c->ud;
     fo_t *r = s->run;
-    if (s->state == SUB_READY && r->phase != PH_DONE) r->closed_early++;
+    /* A stream that ends after its last event (a process's stream closes when the process
+     * has exited) is not an error for a subscriber that already has every event. */
+    if (s->state == SUB_READY && r->phase != PH_DONE && !s->complete) r->closed_early++;
     if (err == SG_EPROTO) r->proto_errors++;
 }
 
@@ -218,7 +251,8 @@ static void sub_on_close(bc_conn_t *c)
     fo_sub_t *s = c->ud;
     fo_t *r = s->run;
     if (s->state == SUB_CONNECTING) r->connecting--;
-    if (s->state == SUB_READY && !s->slow) r->fast_ready--;
+    /* A complete subscriber stays counted: fo_maybe_done compares complete with ready. */
+    if (s->state == SUB_READY && !s->slow && !s->complete) r->fast_ready--;
     s->state = SUB_CLOSED;
     sg_sse_decoder_free(&s->dec);
     r->open_handles--;
@@ -358,20 +392,35 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* --ready-file: created when the measured phase starts, for an external publisher waiting on
+ * it (stamp --start-file), so it starts neither before every subscriber is in nor later. */
+static void signal_ready(fo_t *r)
+{
+    if (!r->cfg.ready_file || !*r->cfg.ready_file) return;
+    FILE *f = fopen(r->cfg.ready_file, "w");
+    if (!f) {
+        fprintf(stderr, "sandgate-bench: cannot create --ready-file %s\n", r->cfg.ready_file);
+        return;
+    }
+    fclose(f);
+}
+
 static void start_publish(fo_t *r)
 {
+    signal_ready(r);
     if (r->no_pub) {
         /* Someone else publishes (--pub-url none): just wait for the events. */
-        bs_proc_sample((int)r->cfg.server_pid, &r->srv_pub0);
+        srv_sample(r, &r->srv_pub0);
         bs_self_sample(&r->self_pub0);
         r->t_pub_start = r->t_pub_end = sg_now_ns();
+        r->await_first = r->delivered + r->delivered_slow == 0;
         r->phase = PH_DRAIN;
         uv_timer_start(&r->phase_timer, on_drain_timeout, r->cfg.drain_ms, 0);
         fo_maybe_done(r);
         return;
     }
     r->phase = PH_PUBLISH;
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv_pub0);
+    srv_sample(r, &r->srv_pub0);
     bs_self_sample(&r->self_pub0);
     r->t_pub_start = sg_now_ns();
     r->t0 = now_ns(); /* the schedule runs on the stamping clock */
@@ -382,7 +431,7 @@ static void start_publish(fo_t *r)
 static void on_hold_done(uv_timer_t *t)
 {
     fo_t *r = t->data;
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv_ready);
+    srv_sample(r, &r->srv_ready);
     bs_self_sample(&r->self_ready);
     bs_sock_sample(&r->sock_ready);
     start_publish(r);
@@ -395,7 +444,7 @@ static void on_settled(uv_timer_t *t)
         uv_timer_start(&r->phase_timer, on_hold_done, r->cfg.hold_ms, 0);
         return;
     }
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv_ready);
+    srv_sample(r, &r->srv_ready);
     bs_self_sample(&r->self_ready);
     bs_sock_sample(&r->sock_ready);
     start_publish(r);
@@ -432,7 +481,7 @@ static void on_sample(uv_timer_t *t)
     fo_t *r = t->data;
     bs_proc_t p;
     bs_sock_t s;
-    bs_proc_sample((int)r->cfg.server_pid, &p);
+    srv_sample(r, &p);
     if (p.ok && p.rss_kb > r->srv_rss_max_kb) r->srv_rss_max_kb = p.rss_kb;
     bs_sock_sample(&s);
     if (s.ok) { /* the maximum of each counter, not one sample */
@@ -468,7 +517,7 @@ static void fo_finish(fo_t *r)
     if (r->phase == PH_DONE) return;
     r->phase = PH_DONE;
     r->t_end = sg_now_ns();
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv_end);
+    srv_sample(r, &r->srv_end);
     bs_self_sample(&r->self_end);
     bs_sock_sample(&r->sock_end);
     on_sample(&r->sample_timer);
@@ -541,6 +590,7 @@ static json_t *fo_doc(fo_t *r, int *ok)
         (json_int_t)r->cfg.late_ms, "server_pid", (json_int_t)r->cfg.server_pid, "slow_subscribers",
         (json_int_t)r->nslow);
     json_object_set_new(params, "clock", json_string(r->cfg.clock));
+    json_object_set_new(params, "server_descendants", json_boolean(r->cfg.server_descendants));
     if (r->mode == MODE_IDLE)
         json_object_set_new(params, "hold_ms", json_integer((json_int_t)r->cfg.hold_ms));
     json_t *doc = bench_doc_new(names[r->mode], params);
@@ -564,6 +614,10 @@ static json_t *fo_doc(fo_t *r, int *ok)
                   (json_int_t)expected_fast, "deliveries", (json_int_t)r->delivered,
                   "deliveries_to_slow", (json_int_t)r->delivered_slow, "gaps", (json_int_t)r->gaps,
                   "duplicates", (json_int_t)r->dups, "foreign_events", (json_int_t)r->foreign);
+    json_object_set_new(counts, "sse_gap_events", json_integer((json_int_t)r->sse_gaps));
+    if (r->no_pub)
+        json_object_set_new(counts, "deliveries_before_ready",
+                            json_integer((json_int_t)r->delivered_early));
     if (r->mode == MODE_SLOW) {
         json_object_set_new(counts, "slow_subscribers", json_integer((json_int_t)r->nslow));
         json_object_set_new(
@@ -686,7 +740,13 @@ static const sg_opt_t fo_opts[] = {
     OPT("sample-interval", SG_OPT_DURATION, sample_ms, "100ms", 10, 86400000,
         "server memory sampling period"),
     OPT("server-pid", SG_OPT_INT, server_pid, "0", 0, 0,
-        "server process (its descendants count too)"),
+        "server process (its descendants count too, see --server-descendants)"),
+    OPT("server-descendants", SG_OPT_BOOL, server_descendants, "true", 0, 0,
+        "count the server's descendants in its CPU and RSS (off: a gateway whose children are "
+        "the sandboxes that publish)"),
+    OPT("ready-file", SG_OPT_STRING, ready_file, NULL, 0, 0,
+        "create this file when publishing starts (after connect and warmup; idle: after the "
+        "hold), for an external publisher (stamp --start-file)"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };
@@ -774,7 +834,7 @@ static int fo_main(int mode, int argc, char **argv)
     uv_timer_init(&loop, &r->sample_timer);
     r->tick.data = r->phase_timer.data = r->sample_timer.data = r;
 
-    bs_proc_sample((int)r->cfg.server_pid, &r->srv0);
+    srv_sample(r, &r->srv0);
     r->srv_rss_max_kb = r->srv0.rss_kb;
     bs_self_sample(&r->self0);
     bs_sock_sample(&r->sock0);

@@ -21,6 +21,8 @@ static const struct {
      "N subscribers held open: server RSS and socket memory per subscriber"},
     {"slow", bench_slow_main,
      "a fraction of subscribers stop reading: the others' latency, server memory"},
+    {"stamp", bench_stamp_main,
+     "publisher for inside a sandbox: timestamped events on stdout at a fixed rate"},
 };
 
 static void usage(FILE *f)

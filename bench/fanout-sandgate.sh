@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# fanout-sandgate.sh: one sandgate process fanned out to many subscribers, against nginx + Nchan
+# doing the same fan-out, side by side in one run (alternating, medians). Issue 6's targets:
+# fan-out >= 2x Nchan's delivered events/s at equal or better p99; < 2 KiB of gateway memory
+# per idle subscriber.
+#
+#   nchan     sandgate-bench fanout publishes itself (POST /pub, one event per request,
+#             pipelined) to nginx + Nchan (bench/nchan.conf.in), subscribers GET /sub.
+#   sandgate  a fresh `sandgate serve --provider local` and one sandbox per run; the publisher is
+#             `sandgate-bench stamp` started in the sandbox as a background command through
+#             POST /v1/sandboxes/{id}/proxy/44772/command (the binary comes in through a
+#             read-only host volume, /bench); its process id is the `init` event's text; the
+#             subscribers GET /v1/sandboxes/{id}/processes/{pid}/stream and read the stamped
+#             events inside stdout events (fanout --pub-url none --clock realtime). The stamp
+#             waits for fanout's --ready-file, so it starts once every subscriber is in.
+# Same event body and size (--size, default 128 B) and the same open-loop schedule for both;
+# latency is publish-to-receive per delivery (stamp: written to the pipe -> received; Nchan:
+# POST written -> received), so sandgate's figure also carries the pipe, the sandbox's execd
+# and its relay to the gateway.
+#
+# Scenarios, per round (rounds interleave everything so drift hits both servers alike):
+#   fanout  for N in --subscribers (1000 10000) and R in --rates (100 1000 5000 events/s):
+#           events = min(R * duration, deliveries cap / N) (bounded runs), both servers
+#   idle    N in (1000 10000) subscribers held --hold, then one probe event: RSS per subscriber
+#   slow    1000 subscribers, 10 % stop reading, 1 KiB events at 1000/s: the others' p99 and
+#           the server's memory growth
+# Pinning (2 cores): the server (nginx worker / the gateway) on core 0; the bench on core 1,
+# with the publisher (the bench itself for Nchan; the sandbox's stamp and execd for sandgate).
+# Server CPU and RSS are nginx master + worker, or the gateway process alone (its sandbox is
+# the publisher, --no-server-descendants).
+#
+#   bench/fanout-sandgate.sh [--quick] [--rounds N] [--subscribers "1000 10000"]
+#                            [--rates "100 1000 5000"] [--duration-ms MS] [--out FILE]
+# Writes bench/results/fanout-sandgate.json: every run's sandgate-bench document and medians
+# per server and configuration. Uses $SG_BIN_DIR (default build-rel). Loopback only; every
+# run is bounded (connect 60 s, drain 90 s, the stamp's start wait 120 s, timeout 300 per
+# bench process); all servers and sandboxes are stopped on exit.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${SG_BIN_DIR:-$root/build-rel}
+rounds=3 dur_ms=2000 max_deliv=3000000 size=128
+subs_list="1000 10000" rates="100 1000 5000" idle_list="1000 10000" slow_subs=1000 slow_rate=1000 hold=2s
+servers="nchan sandgate"
+out=$root/bench/results/fanout-sandgate.json
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s ;;
+    --rounds) rounds=$2; shift ;;
+    --subscribers) subs_list=$2; shift ;;
+    --rates) rates=$2; shift ;;
+    --duration-ms) dur_ms=$2; shift ;;
+    --servers) servers=$2; shift ;;
+    --out) out=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate\"] [--out FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+for b in sandgate sandgate-execd sandgate-bench; do
+  [ -x "$bin/$b" ] || { echo "no $bin/$b (set SG_BIN_DIR or build build-rel)" >&2; exit 1; }
+done
+mod=/usr/lib/nginx/modules/ngx_nchan_module.so
+[ -f "$mod" ] || { echo "Nchan module $mod missing: install libnginx-mod-nchan" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)"
+nofile=$(ulimit -n)
+source "$root/bench/_gateway.sh"
+
+tmp=$(mktemp -d)
+vol=$tmp/vol # the sandbox sees it read-only as /bench: the stamp binary and the ready files
+mkdir -p "$vol" "$tmp/runs"
+cp "$bin/sandgate-bench" "$vol/"
+ngpid=
+cleanup() {
+  gw_stop
+  [ -n "$ngpid" ] && kill "$ngpid" 2>/dev/null
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+pin0=() pin1=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin0=(taskset -c 0) pin1=(taskset -c 1); fi
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+
+# A fresh server per run: a warmed process reuses memory freed by earlier runs, which would
+# hide the per-subscriber RSS that `idle` measures.
+start_nginx() {
+  local port; port=$(free_port)
+  rm -rf "$tmp/nginx" && mkdir -p "$tmp/nginx"
+  sed -e "s#@PREFIX@#$tmp/nginx#g" -e "s#@PORT@#$port#g" -e "s#@MODULE@#$mod#g" -e "s#@NOFILE@#$nofile#g" \
+    "$root/bench/nchan.conf.in" >"$tmp/nginx/nginx.conf"
+  "${pin0[@]}" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" &
+  ngpid=$!
+  for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.05; done
+  curl -sf -o /dev/null "http://127.0.0.1:$port/health" || { cat "$tmp/nginx/error.log" >&2; exit 1; }
+  U=http://127.0.0.1:$port
+}
+stop_nginx() { kill "$ngpid" 2>/dev/null || true; wait "$ngpid" 2>/dev/null || true; ngpid=; }
+
+SB_BODY='{"image":{"uri":"ubuntu:22.04"},"entrypoint":["sleep","infinity"],"timeout":3600,"resourceLimits":{"cpu":"1","memory":"2Gi"},"volumes":[{"name":"bench","host":{"path":"'"$vol"'"},"mountPath":"/bench","readOnly":true}]}'
+start_sandgate() {
+  rm -rf "$tmp/gw"
+  GW_FLAGS="--allow-host-volumes $vol --max-connections $((nofile - 64))" gw_start "$tmp/gw" "${pin0[@]}"
+  SID=$(gw_sandbox "$SB_BODY")
+  gw_pin_sandbox 1
+}
+# start_stamp NAME STAMP-ARGS...: the publisher as a background command; prints its process id.
+start_stamp() {
+  local name=$1; shift
+  local cmd="/bench/sandgate-bench stamp $* --start-file /bench/ready-$name --start-timeout 120s"
+  curl -sf -m 10 -H 'content-type: application/json' \
+    --data-binary "$(node -e 'process.stdout.write(JSON.stringify({command:process.argv[1],background:true}))' "$cmd")" \
+    "$GW_URL/v1/sandboxes/$SID/proxy/44772/command" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n")){if(!l.trim())continue;const e=JSON.parse(l);if(e.type==="init"){console.log(e.text);return}}process.exit(1)})'
+}
+
+bench_common=(--connect-timeout 60s --drain-timeout 90s --size "$size")
+run() { # server name scenario subscribers events rate [extra bench args...]
+  local server=$1 name=$2 scen=$3 n=$4 ev=$5 rate=$6; shift 6
+  local f="$tmp/runs/$server-$name.json"
+  echo "== $server $name ($scen: $n subscribers, $ev events at $rate/s)" >&2
+  if [ "$server" = nchan ]; then
+    start_nginx
+    timeout 300 "${pin1[@]}" "$bin/sandgate-bench" "$scen" --sub-url "$U/sub?id=$name-{run}" --pub-url "$U/pub?id=$name-{run}" \
+      --subscribers "$n" --events "$ev" --rate "$rate" "${bench_common[@]}" "$@" --server-pid "$ngpid" --quiet --out "$f" ||
+      echo "   (run not ok)" >&2
+    stop_nginx
+  else
+    start_sandgate
+    local pid sev=$ev
+    [ "$scen" = idle ] && sev=1
+    pid=$(start_stamp "$name" --events "$sev" --rate "$rate" --size "$size" "${STAMP_EXTRA[@]}") ||
+      { echo "   (stamp did not start)" >&2; gw_stop; return 0; }
+    timeout 300 "${pin1[@]}" "$bin/sandgate-bench" "$scen" --sub-url "$GW_URL/v1/sandboxes/$SID/processes/$pid/stream" \
+      --pub-url none --clock realtime --ready-file "$vol/ready-$name" \
+      --subscribers "$n" --events "$ev" --rate "$rate" "${bench_common[@]}" "$@" \
+      --server-pid "$GW_PID" --no-server-descendants --quiet --out "$f" || echo "   (run not ok)" >&2
+    [ -f "$vol/ready-$name" ] || touch "$vol/ready-$name" # release a stamp still waiting
+    # the process as the gateway saw it, for the record
+    if [ -f "$f" ]; then
+      curl -s -m 5 "$GW_URL/v1/sandboxes/$SID/processes/$pid" >"$tmp/proc.json" || true
+      node -e 'const fs=require("fs");const [f,p]=process.argv.slice(1);const d=JSON.parse(fs.readFileSync(f));try{d.gateway_process=JSON.parse(fs.readFileSync(p,"utf8"))}catch{d.gateway_process=null}fs.writeFileSync(f,JSON.stringify(d,null,2)+"\n")' "$f" "$tmp/proc.json"
+    fi
+    gw_stop
+  fi
+  [ -f "$f" ] && node -e 'const d=JSON.parse(require("fs").readFileSync(process.argv[1]));const l=d.latency_ms.delivery,c=d.counts;console.error(`   ok=${d.ok} ${c.deliveries}/${c.deliveries_expected} deliveries, ${Math.round(d.throughput.deliveries_per_s)}/s, p50 ${l.p50?.toFixed(2)} p99 ${l.p99?.toFixed(2)} max ${l.max?.toFixed(2)} ms, gaps ${c.gaps}, errors ${d.errors.total}, cpu bench ${d.cpu.bench?.util?.toFixed(2)} server ${d.cpu.server?.util?.toFixed(2)}`)' "$f" || true
+}
+STAMP_EXTRA=()
+
+t_start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+steal_start=$(awk '/^cpu /{print $9}' /proc/stat)
+for r in $(seq "$rounds"); do
+  # alternate which server goes first, round by round
+  order=($servers); [ $((r % 2)) = 0 ] && order=($(printf '%s\n' $servers | tac))
+  for n in $subs_list; do
+    for rate in $rates; do
+      ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
+      for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; done
+    done
+  done
+  sev=$(( slow_rate * dur_ms / 1000 ))
+  for s in "${order[@]}"; do run "$s" "slow-$slow_subs-r$r" slow "$slow_subs" "$sev" "$slow_rate" --slow-fraction 0.1 --size 1024; done
+  for n in $idle_list; do
+    for s in "${order[@]}"; do run "$s" "idle-$n-r$r" idle "$n" 1 100 --hold "$hold"; done
+  done
+done
+echo "runs took $(( $(date +%s) - t_start )) s" >&2
+
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+steal_ticks=$(( $(awk '/^cpu /{print $9}' /proc/stat) - steal_start ))
+mkdir -p "$(dirname "$out")"
+STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$dur_ms" "$max_deliv" "$size" \
+  "$(nginx -v 2>&1)" "$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)" \
+  "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'JS'
+const fs = require('fs'), path = require('path'), os = require('os');
+const [dir, out, rounds, durMs, maxDeliv, size, ngv, nchv, commit] = process.argv.slice(2);
+const runs = fs.readdirSync(dir).sort().map((f) => ({ name: f.replace(/\.json$/, ''), ...JSON.parse(fs.readFileSync(path.join(dir, f))) }));
+const med = (xs) => { xs = xs.filter((x) => typeof x === 'number' && isFinite(x)).sort((a, b) => a - b); return xs.length ? xs[(xs.length - 1) >> 1] : null; };
+const groups = {};
+for (const r of runs) {
+  const [server, ...rest] = r.name.split('-');
+  const g = rest.join('-').replace(/-r\d+$/, '');
+  ((groups[server] ||= {})[g] ||= []).push(r);
+}
+const summarize = (rs) => {
+  const m = (f) => med(rs.map((r) => { try { return f(r); } catch { return null; } }));
+  const s = { scenario: rs[0].scenario, rounds: rs.length, ok_runs: rs.filter((r) => r.ok).length, subscribers: rs[0].params.subscribers };
+  if (s.scenario !== 'idle') {
+    Object.assign(s, {
+      rate: rs[0].params.rate, events: rs[0].params.events, size: rs[0].params.size,
+      deliveries_per_s: m((r) => r.throughput.deliveries_per_s),
+      offered_deliveries_per_s: rs[0].params.rate * (rs[0].params.subscribers - (rs[0].params.slow_subscribers || 0)),
+      delivery_ms: { p50: m((r) => r.latency_ms.delivery.p50), p99: m((r) => r.latency_ms.delivery.p99),
+        p99_9: m((r) => r.latency_ms.delivery.p99_9), max: m((r) => r.latency_ms.delivery.max) },
+      delivery_from_schedule_p99_ms: m((r) => r.latency_ms.delivery_from_schedule.p99),
+      deliveries: m((r) => r.counts.deliveries), deliveries_expected: m((r) => r.counts.deliveries_expected),
+      gaps: m((r) => r.counts.gaps), errors: m((r) => r.errors.total), drain_timeouts: rs.filter((r) => r.errors.drain_timeout).length,
+      deliveries_before_ready: m((r) => r.counts.deliveries_before_ready ?? 0),
+      cpu_util: { bench: m((r) => r.cpu.bench.util), server: m((r) => r.cpu.server.util) },
+      server_cpu_us_per_delivery: m((r) => r.cpu.server.total_s / (r.counts.deliveries + r.counts.deliveries_to_slow) * 1e6),
+      server_rss_kb_max: m((r) => r.memory.server_rss_kb_max),
+    });
+    if (s.scenario === 'slow') Object.assign(s, {
+      slow_subscribers: rs[0].params.slow_subscribers,
+      server_rss_kb_growth_max: m((r) => r.memory.server_rss_kb_max - r.memory.server_rss_kb_held),
+      slow_received_max: m((r) => r.counts.slow_received_max),
+      subscribers_closed_early: m((r) => r.counts.subscribers_closed_early),
+    });
+  } else {
+    Object.assign(s, {
+      server_rss_bytes_per_subscriber: m((r) => r.memory.server_rss_bytes_per_subscriber),
+      bench_rss_bytes_per_subscriber: m((r) => r.memory.bench_rss_bytes_per_subscriber),
+      socket_slab_bytes_per_subscriber_both_ends: m((r) => r.memory.socket_slab_bytes_per_subscriber_both_ends),
+      subscribe_ms: { p50: m((r) => r.latency_ms.subscribe.p50), p99: m((r) => r.latency_ms.subscribe.p99) },
+      probe_delivery_ms_max: m((r) => r.latency_ms.delivery.max),
+    });
+  }
+  return s;
+};
+const summary = {};
+for (const [server, gs] of Object.entries(groups)) { summary[server] = {}; for (const [g, rs] of Object.entries(gs)) summary[server][g] = summarize(rs); }
+const ratios = {};
+const S = summary.sandgate || {}, N = summary.nchan || {};
+for (const g of Object.keys(S)) {
+  if (!N[g]) continue;
+  const a = S[g], b = N[g], q = (x, y) => (typeof x === 'number' && typeof y === 'number' && y ? x / y : null);
+  ratios[g] = a.scenario === 'idle'
+    ? { server_rss_per_subscriber: q(a.server_rss_bytes_per_subscriber, b.server_rss_bytes_per_subscriber) }
+    : { deliveries_per_s: q(a.deliveries_per_s, b.deliveries_per_s), p50: q(a.delivery_ms.p50, b.delivery_ms.p50), p99: q(a.delivery_ms.p99, b.delivery_ms.p99),
+        server_cpu_per_delivery: q(a.server_cpu_us_per_delivery, b.server_cpu_us_per_delivery) };
+}
+const doc = {
+  bench: 'fanout-sandgate', generated_at: new Date().toISOString(), commit,
+  nginx: ngv.replace(/^nginx version: /, ''), nchan_package: nchv,
+  machine: { cpus: os.cpus().length, model: os.cpus()[0].model, kernel: os.release(),
+    pinned: os.cpus().length >= 2 ? 'server core 0; bench and publisher (sandgate: the sandbox) core 1' : 'no',
+    loadavg_start: process.env.LOAD_START, loadavg_end: process.env.LOAD_END, steal_ticks: +process.env.STEAL,
+    note: 'shared machine: other sessions run builds and tests concurrently; quote medians' },
+  params: { rounds: +rounds, duration_ms: +durMs, max_deliveries_per_run: +maxDeliv, size: +size },
+  targets: { fanout: 'sandgate deliveries/s >= 2x Nchan at equal or better p99', idle: '< 2048 B of gateway RSS per idle subscriber' },
+  summary, ratios, runs,
+};
+fs.writeFileSync(out, JSON.stringify(doc, null, 2) + '\n');
+const f = (x, d = 0) => (x === null || x === undefined ? 'n/a' : x.toFixed(d));
+for (const g of Object.keys({ ...N, ...S })) {
+  for (const [srv, v] of [['nchan', N[g]], ['sandgate', S[g]]]) {
+    if (!v) continue;
+    if (v.scenario === 'idle') console.log(`${g.padEnd(18)} ${srv.padEnd(8)} ok ${v.ok_runs}/${v.rounds} server ${f(v.server_rss_bytes_per_subscriber)} B/sub`);
+    else console.log(`${g.padEnd(18)} ${srv.padEnd(8)} ok ${v.ok_runs}/${v.rounds} ${f(v.deliveries_per_s)} deliveries/s (offered ${v.offered_deliveries_per_s}) p50 ${f(v.delivery_ms.p50, 2)} p99 ${f(v.delivery_ms.p99, 2)} max ${f(v.delivery_ms.max, 2)} ms cpu bench ${f(v.cpu_util.bench, 2)} server ${f(v.cpu_util.server, 2)}${v.scenario === 'slow' ? ` rss +${v.server_rss_kb_growth_max} KiB, closed early ${v.subscribers_closed_early}` : ''}`);
+  }
+}
+console.log(`wrote ${out}`);
+JS
