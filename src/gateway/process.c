@@ -148,11 +148,14 @@ static int scan_str(const char *j, size_t n, const char *key, const char **v, si
     p += pl;
     const char *end = j + n;
     const char *q = p;
-    while (q < end && *q != '"') {
-        if (*q == '\\') q++;
+    for (;;) { /* the first quote not escaped by an odd run of backslashes */
+        q = memchr(q, '"', (size_t)(end - q));
+        if (!q) return -1;
+        size_t bs = 0;
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\') bs++;
+        if (bs % 2 == 0) break;
         q++;
     }
-    if (q >= end) return -1;
     *v = p;
     *vl = (size_t)(q - p);
     return 0;
@@ -1326,4 +1329,47 @@ void sg_procs_close(sg_procs_t *m, void (*cb)(void *ud), void *ud)
         lists[i]->timer.data = m;
         sg_tlist_close(lists[i], on_list_closed);
     }
+}
+
+/* ------------------------------------------------------------------ fuzzing */
+
+size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
+{
+    sg_procs_t m;
+    memset(&m, 0, sizeof(m));
+    sg_stream_config_init(&m.cfg);
+    m.cfg.log_bytes = log_bytes;
+    sg_sandbox_t *s = sg_sbx_new();
+    s->linked = 1;
+    proc_t *p = sg_xcalloc(1, sizeof(*p));
+    p->m = &m;
+    p->sbx = sg_sbx_ref(s);
+    p->refs = 1;
+    p->state = SG_PROC_RUNNING;
+    sg_gw_stats.processes[SG_PROC_RUNNING]++;
+    p->command = sg_xstrdup("fuzz");
+    sg_plog_init(&p->log, m.cfg.log_bytes);
+    DLIST_ADD(m.pending, p);
+    p->up_status = 200;
+    sg_sse_decoder_init(&p->dec, MAX_UPSTREAM_EVENT, MAX_UPSTREAM_EVENT, up_on_event, NULL, p);
+    p->dec_init = 1;
+    /* Fed in two pieces split where the first byte says, as reads would split it. */
+    size_t cut = len ? data[0] % (len + 1) : 0;
+    if (sg_sse_decoder_feed(&p->dec, data, cut) == 0) sg_sse_decoder_feed(&p->dec, data + cut, len - cut);
+    sg_sse_decoder_finish(&p->dec);
+    size_t got = 0;
+    if (p->linked) {
+        sg_buf_t *b = collect_output(p, 0);
+        got = b->len;
+        sg_buf_unref(b);
+        sg_procs_drop_sandbox(&m, s, 1);
+    } else {
+        DLIST_DEL(m.pending, p);
+        stats_state(p->state, SG_PROC_FAILED);
+        p->state = SG_PROC_FAILED;
+    }
+    proc_unref(p);
+    s->linked = 0;
+    sg_sbx_unref(s);
+    return got;
 }

@@ -71,6 +71,11 @@ void sg_procs_route(sg_procs_t *m, sg_sandbox_t *s, sg_http_req_t *req, const ch
  * have the final event (cut != 0: at once, for shutdown), records are dropped. */
 void sg_procs_drop_sandbox(sg_procs_t *m, sg_sandbox_t *s, int cut);
 
+/* For test/fuzz/fuzz_gateway_events.c: data as an upstream execd event stream into a process
+ * of a detached sandbox (log bound log_bytes), then its whole output read back; returns the
+ * output's length. */
+size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes);
+
 const char *sg_proc_state_name(sg_proc_state_t st);
 int sg_proc_state_parse(const char *s); /* -1 when unknown */
 

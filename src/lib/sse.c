@@ -331,8 +331,11 @@ static int feed_bytes(sg_sse_decoder_t *d, const char *p, size_t n)
                 continue;
             }
         }
-        size_t i = 0;
-        while (i < n && p[i] != '\n' && p[i] != '\r') i++;
+        /* Line end: the first LF or CR (memchr twice beats a byte loop on long JSON lines). */
+        const char *lf = memchr(p, '\n', n);
+        size_t i = lf ? (size_t)(lf - p) : n;
+        const char *cr = memchr(p, '\r', i);
+        if (cr) i = (size_t)(cr - p);
         int rc = line_append(d, p, i);
         if (rc) return rc;
         if (i == n) return 0;
