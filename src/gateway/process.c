@@ -598,7 +598,14 @@ static void proc_named(proc_t *p, const char *json, size_t len)
         return;
     }
     sub_t *sub = sub_new(p, req, 1, p->origin_raw, 1);
-    sub_pump(sub);
+    sub_pump(sub); /* init */
+    if (sg_http_req_data(req) == sub) {
+        /* execd sends ping right after init (docs/execd.md): so does the gateway. */
+        char b[96];
+        int n = snprintf(b, sizeof(b), "{\"type\":\"ping\",\"text\":\"pong\",\"timestamp\":%lld}\n\n",
+                         (long long)wall_ms());
+        sub_write_small(sub, b, (size_t)n);
+    }
 }
 
 static int up_on_event(void *ud, const sg_sse_msg_t *msg)

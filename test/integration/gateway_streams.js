@@ -28,6 +28,7 @@ L.main(async () => {
   assert.match(res.headers['content-type'], /text\/event-stream/);
   let evs = L.parseExecd(res.body.toString());
   assert.equal(evs[0].type, 'init');
+  assert.equal(evs[1].type, 'ping', 'ping right after init, as execd');
   const pid = evs[0].text;
   assert.equal(evs[evs.length - 1].type, 'execution_complete');
   assert.ok(!evs.some((e) => e.type === 'sandgate.raw'), 'raw events only when asked for');

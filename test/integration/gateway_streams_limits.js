@@ -122,4 +122,20 @@ L.main(async () => {
   assert.ok((await s2.done).aborted);
   ok('soft limit: a subscriber past 256K of lag for 1 s is cut');
 
+
+  // --- the cuts, gaps and evictions show in /metrics
+  const metric = (text, name) => {
+    const m = new RegExp('^' + name.replace(/[{}"=]/g, (c) => '\\' + c) + ' (\\S+)$', 'm').exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  const m1 = (await g.call('GET', '/metrics')).text;
+  const m2 = (await g2.call('GET', '/metrics')).text;
+  assert.ok(metric(m1, 'sandgate_slow_subscribers_disconnected_total{reason="hard"}') >= 1, m1);
+  assert.ok(metric(m1, 'sandgate_slow_subscribers_disconnected_total{reason="timeout"}') >= 1);
+  assert.ok(metric(m2, 'sandgate_slow_subscribers_disconnected_total{reason="soft"}') >= 1);
+  assert.ok(metric(m1, 'sandgate_stream_gaps_total') >= 2);
+  assert.ok(metric(m1, 'sandgate_stream_evicted_events_total') > 0);
+  assert.ok(metric(m1, 'sandgate_process_log_bytes') <= 4 * 1024 * 1024, 'three processes of at most 1M each');
+  assert.equal(metric(m1, 'sandgate_subscribers'), 0);
+  ok('/metrics counts the cuts, gaps and evictions');
 });
