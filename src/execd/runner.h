@@ -221,9 +221,11 @@ int sg_runner_signum(const char *name);
  * (on_done) once the reader drained it, except that the hold no longer applies once an
  * interrupted or timed-out command's leader exited (its group is dead; what is left in the
  * pipes is read at once, so completion and a waiting interrupt are not delayed by the reader).
- * The hold ends with completion. A consumer that goes away must release its hold (or the
- * command blocks until its timeout). Returns the number of commands affected (0: none running
- * with that ud, nothing to do). */
+ * The EOF grace after the shell's exit only ends while the pipes are read, so a grandchild that
+ * keeps writing delays completion for as long as the consumer holds at each grace expiry (no
+ * byte the shell wrote is cut off). The hold ends with completion. A consumer that goes away
+ * must release its hold (or the command blocks until its timeout). Returns the number of
+ * commands affected (0: none running with that ud, nothing to do). */
 int sg_runner_hold(sg_runner_t *r, void *ud, int hold);
 
 typedef struct sg_run_status {
