@@ -11,10 +11,15 @@
  *                 both the runner said on_done (or never started) AND the HTTP side finished
  *                 (ended, dropped or aborted), because runner callbacks carry it as ud.
  *                 Pings: one sg_tlist (3 s) for every stream, one sg_tentry each.
- *                 Backpressure: the runner cannot pause a foreground command's pipes, so events
- *                 queue on the connection; past cfg.max_stream_buffer pending bytes the client
- *                 is dropped (its connection cut) and the command keeps running, as with Go
- *                 where the process outlives the request.
+ *                 Backpressure (pull, like a shell pipe): when a write finds the connection's
+ *                 output past the server's high-water mark, the stream holds the command's
+ *                 output (sg_runner_hold: its pipes are not read, the child blocks on its
+ *                 writes); the drain callback (output down to half the mark) releases it.
+ *                 What arrives after the hold (the rest of one read per pipe, as events, and
+ *                 pings) still queues; cfg.max_stream_buffer stays as a last-resort bound: past
+ *                 it the client is dropped (its connection cut). A detached stream (client gone,
+ *                 dropped) releases its hold, and the command runs on with its output
+ *                 discarded, as with Go where the process outlives the request.
  *   intr_t        DELETE /command?id= waiting for the group to be gone.
  *   sig_ctx_t     POST /command/{id}/signal (extension) while its body is read; the answer is
  *                 immediate (202 once kill(2) delivered, nothing waits for the command).
@@ -68,6 +73,7 @@ struct stream {
     char id[72];
     int raw;
     int run_done; /* on_done came, or the run never started */
+    int held;     /* we asked the runner to hold the command's output */
     jb_t ev;      /* scratch for the event being sent */
 };
 
@@ -388,9 +394,7 @@ static int want_type(const json_t *obj, const char *key, int type, const char *g
     case JSON_STRING: ok = json_is_string(v); break;
     case JSON_TRUE: ok = json_is_boolean(v); break;
     case JSON_OBJECT: ok = json_is_object(v); break;
-    default:
-        ok = json_is_integer(v) || (json_is_real(v) && real_is_int(json_real_value(v)));
-        break;
+    default: ok = json_is_integer(v) || (json_is_real(v) && real_is_int(json_real_value(v))); break;
     }
     if (ok) return 0;
     const char *got = json_is_string(v)    ? "string"
@@ -457,11 +461,29 @@ static void stream_maybe_free(stream_t *s)
     free(s);
 }
 
-/* The HTTP side is over (ended, cut or aborted): no more writes. */
+/* Holds / releases the command's output. Only while the run is on (afterwards the runner has
+ * forgotten it) and the runner is open (sg_execd_commands_stop runs after it closed). */
+static void stream_hold(stream_t *s, int hold)
+{
+    if (s->held == hold) return;
+    s->held = hold;
+    if (!s->run_done && !s->m->stopped) sg_runner_hold(s->m->x->runner, s, hold);
+}
+
+/* Output fell to half the high-water mark: read the command's pipes again. */
+static void stream_on_drain(sg_http_req_t *req)
+{
+    stream_t *s = sg_http_req_data(req);
+    if (s) stream_hold(s, 0);
+}
+
+/* The HTTP side is over (ended, cut or aborted): no more writes. The hold goes too, or a
+ * command whose client left would block on its pipes for good. */
 static void stream_detach(stream_t *s, int release)
 {
     sg_http_req_t *req = s->req;
     if (!req) return;
+    stream_hold(s, 0);
     s->req = NULL;
     sg_tentry_disarm(&s->ping);
     sg_http_req_on_abort(req, NULL);
@@ -478,7 +500,9 @@ static void stream_emit(stream_t *s)
 {
     if (s->req) {
         int r = sg_http_resp_write_copy(s->req, s->ev.p, s->ev.len);
+        if (r == 1) stream_hold(s, 1); /* queued; stop the command until the drain */
         if (r >= 0 && sg_http_resp_pending(s->req) > s->m->x->cfg.max_stream_buffer) {
+            /* Only what came after a hold, e.g. one read of many short lines, or a huge line. */
             sg_log_kv(SG_LOG_WARN, "slow client dropped: stream buffer full", "id", s->id,
                       "request_id", sg_http_req_id(s->req), NULL);
             stream_detach(s, 1);
@@ -573,6 +597,7 @@ static stream_t *stream_new(struct sg_execd_cmds *m, sg_http_req_t *req, int raw
     LIST_ADD(m->streams, s);
     sg_http_req_set_data(req, s);
     sg_http_req_on_abort(req, stream_on_abort);
+    sg_http_req_on_drain(req, stream_on_drain);
     return s;
 }
 
@@ -727,6 +752,7 @@ static void command_body(sg_http_req_t *req, int err, const char *body, size_t l
         stream_detach(s, 0);
     } else {
         sg_http_req_on_abort(req, NULL);
+        sg_http_req_on_drain(req, NULL);
         sg_http_req_set_data(req, NULL);
         s->req = NULL;
         if (r == SG_EINVAL)
@@ -1151,6 +1177,7 @@ static void session_run_body(sg_http_req_t *req, int err, const char *body, size
     } else {
         s->run_done = 1;
         sg_http_req_on_abort(req, NULL);
+        sg_http_req_on_drain(req, NULL);
         sg_http_req_set_data(req, NULL);
         s->req = NULL;
         if (r == SG_EINVAL)

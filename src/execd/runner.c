@@ -74,7 +74,9 @@ struct cmd {
     int nhandles, reqs, hold;
     int spawned, exited, done, timer_kind, timed_out, interrupted;
     int signalled; /* last signal sg_runner_signal sent, 0 = none */
-    int paused;
+    int paused;    /* the pipes are stopped (either reason below) */
+    int log_wait;  /* the background log buffer is full */
+    int out_held;  /* the consumer asked to hold (sg_runner_hold) */
     int pid;
 
     uint64_t off[2], comb_off;
@@ -379,7 +381,7 @@ static void split_flush(cmd_t *c, int s)
 
 static void cmd_maybe_free(cmd_t *c);
 static void engine_maybe_free(sg_runner_t *r);
-static void pipes_pause(cmd_t *c, int pause);
+static void pipes_update(cmd_t *c);
 
 static void log_write_cb(uv_fs_t *req);
 
@@ -433,8 +435,10 @@ static void log_write_cb(uv_fs_t *req)
         c->infl_done += (size_t)res;
         log_kick(c);
     }
-    if (c->paused && (c->pend_len < c->r->cfg.log_buf || c->log_err || c->released))
-        pipes_pause(c, 0);
+    if (c->log_wait && (c->pend_len < c->r->cfg.log_buf || c->log_err || c->released)) {
+        c->log_wait = 0;
+        pipes_update(c);
+    }
     cmd_maybe_free(c);
 }
 
@@ -460,7 +464,11 @@ static void log_append(cmd_t *c, const char *data, size_t n)
     c->pend_len += take;
     c->log_size += take;
     log_kick(c);
-    if (c->pend_len >= c->r->cfg.log_buf && c->writing) pipes_pause(c, 1);
+    if (c->pend_len >= c->r->cfg.log_buf && c->writing && !c->log_wait) {
+        c->log_wait = 1;
+        c->r->stats.read_pauses++;
+        pipes_update(c);
+    }
 }
 
 /* Copies log bytes [from, to) that are still in memory (from >= log_written). */
@@ -642,9 +650,21 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     cmd_maybe_free(c);
 }
 
-static void pipes_pause(cmd_t *c, int pause)
+/* Whether the consumer's hold still applies. It ends with completion (no more callbacks), and
+ * once an interrupted or timed-out command's leader is gone: its group was killed, so what is
+ * left is what sits in the pipes, and holding it would make DELETE /command (which answers at
+ * completion) wait for the slowest reader. */
+static int out_hold_applies(const cmd_t *c)
 {
-    if (pause && !c->paused) c->r->stats.read_pauses++;
+    return c->out_held && !c->done && !c->cbs_off &&
+           !(c->exited && (c->interrupted || c->timed_out));
+}
+
+/* The pipes are read only while neither the log nor the consumer wants a pause. */
+static void pipes_update(cmd_t *c)
+{
+    int pause = !c->released && (c->log_wait || out_hold_applies(c));
+    if (pause == c->paused) return;
     for (int s = 0; s < 2; s++) {
         if (!c->pipe_open[s]) continue;
         if (pause)
@@ -670,7 +690,8 @@ static void on_timer(uv_timer_t *t)
     case T_KILL: kill_group(c, SIGKILL); break;
     case T_EOF:
         if (c->paused) {
-            /* Our own log backpressure is holding the pipes, not a grandchild: wait more. */
+            /* We are holding the pipes (log or consumer backpressure), not a grandchild: the
+             * data is still to be read, wait more. */
             arm_timer(c, T_EOF, c->r->cfg.eof_grace_ms);
             break;
         }
@@ -718,6 +739,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     }
     if (c->timer_open) uv_timer_stop(&c->timer);
     c->timer_kind = T_NONE;
+    pipes_update(c); /* an interrupted / timed-out command's hold ends here */
     if (c->pipe_eof[0] && c->pipe_eof[1])
         cmd_finish(c);
     else
@@ -766,6 +788,7 @@ static void cmd_finish(cmd_t *c)
         cb(ud);
     }
     c->hold--;
+    pipes_update(c); /* the consumer's hold ends with completion: keep draining */
     /* Draining pipes without a log file would keep the record busy for nothing useful, but
      * closing them would SIGPIPE a `cmd &` left behind, so both cases keep reading. */
 }
@@ -1109,6 +1132,19 @@ int sg_runner_signal(sg_runner_t *r, const char *id, int signo, sg_run_err_t *er
     }
     c->signalled = signo;
     return 0;
+}
+
+int sg_runner_hold(sg_runner_t *r, void *ud, int hold)
+{
+    int n = 0;
+    for (cmd_t *c = r->cmds; c; c = c->next) {
+        if (c->done || c->cbs_off || c->cbs.ud != ud) continue;
+        if (hold && !c->out_held) r->stats.out_holds++;
+        c->out_held = hold ? 1 : 0;
+        pipes_update(c);
+        n++;
+    }
+    return n;
 }
 
 int sg_runner_signum(const char *name)

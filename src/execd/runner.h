@@ -40,6 +40,8 @@
  *   "signal: terminated" / ... with Go's names. (The shell convention 128+n is the other
  *   common choice; sg_run_result_t carries term_signal so a caller can compute it.)
  *   Callbacks may call any sg_runner_* function except sg_runner_close.
+ *   A consumer that cannot keep up holds the output (sg_runner_hold): the pipes stop being
+ *   read and the child blocks on its writes, as behind a shell pipe.
  *
  * Timeout (req->timeout_ms, 0 = none): SIGKILL to the whole group; on_done has timed_out=1,
  * "signal: killed". Interrupt: SIGTERM to the group, SIGKILL after cfg.kill_grace_ms if the
@@ -210,6 +212,22 @@ int sg_runner_signal(sg_runner_t *r, const char *id, int signo, sg_run_err_t *er
  * anything else. */
 int sg_runner_signum(const char *name);
 
+/* Consumer backpressure (a slow HTTP client): hold = 1 stops reading the pipes of every running
+ * command (or session run) whose callbacks carry ud, hold = 0 resumes. The child then blocks on
+ * its pipe writes, as with a shell pipe, and nothing is lost. Combined with the log backpressure:
+ * the pipes are read only when neither wants a pause. Callbacks already under way finish, so up
+ * to one read (64 KiB) per pipe can still arrive after a hold. While held: timeouts, interrupt
+ * and signals still reach the group; a command that exits with data in its pipes completes
+ * (on_done) once the reader drained it, except that the hold no longer applies once an
+ * interrupted or timed-out command's leader exited (its group is dead; what is left in the
+ * pipes is read at once, so completion and a waiting interrupt are not delayed by the reader).
+ * The EOF grace after the shell's exit only ends while the pipes are read, so a grandchild that
+ * keeps writing delays completion for as long as the consumer holds at each grace expiry (no
+ * byte the shell wrote is cut off). The hold ends with completion. A consumer that goes away
+ * must release its hold (or the command blocks until its timeout). Returns the number of
+ * commands affected (0: none running with that ud, nothing to do). */
+int sg_runner_hold(sg_runner_t *r, void *ud, int hold);
+
 typedef struct sg_run_status {
     char id[SG_RUN_ID_LEN + 1];
     const char *content; /* command text; valid until control returns to the loop */
@@ -260,6 +278,7 @@ typedef struct sg_runner_stats {
     size_t records; /* entries in the record table */
     size_t sessions;
     uint64_t read_pauses;      /* times a command's pipes were paused for log backpressure */
+    uint64_t out_holds;        /* times a consumer held a command's output (sg_runner_hold) */
     uint64_t expired, evicted; /* records removed by TTL / by the table bound */
     uint64_t log_bytes;        /* bytes accepted into log files */
 } sg_runner_stats_t;

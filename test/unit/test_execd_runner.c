@@ -8,7 +8,9 @@
  * start errors, shell fallback, concurrency without crosstalk, background logs with cursors,
  * the log cap and write backpressure, record expiry and eviction, sessions, signal state of
  * children, close with commands still running, sg_runner_signal (foreground, background,
- * trapped, STOP/CONT, errors) and signal names. */
+ * trapped, STOP/CONT, errors), signal names, and the consumer hold (output stops, the child
+ * blocks, all of it comes on release; timeout / interrupt / signal / session runs / log
+ * backpressure while held). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1356,6 +1358,239 @@ static void test_execd_signal_names(void **state)
     assert_int_equal(sg_runner_signum(NULL), SG_EINVAL);
 }
 
+/* ---- consumer hold (sg_runner_hold) ------------------------------------------------------- */
+
+/* A consumer that checks `seq` output as it comes (no per-line storage) and can hold the
+ * command from inside its callbacks, as the HTTP layer does when its connection is full. */
+typedef struct seqc {
+    sg_runner_t *r;
+    uint64_t bytes;
+    long next;        /* the number the next line must carry */
+    int bad;          /* lines that were not `next` */
+    int pid;          /* first line, when the command prints $$ first */
+    uint64_t hold_at; /* hold once this many bytes were seen (0 = never) */
+    int held;
+    int done;
+    sg_run_result_t res;
+} seqc_t;
+
+static void seqc_chunk(void *ud, sg_run_stream_t s, const char *d, size_t n, uint64_t so,
+                       uint64_t co)
+{
+    (void)s, (void)d, (void)so, (void)co;
+    seqc_t *q = ud;
+    q->bytes += n;
+    if (q->hold_at && !q->held && q->bytes >= q->hold_at) {
+        q->held = 1;
+        assert_int_equal(sg_runner_hold(q->r, q, 1), 1);
+    }
+}
+
+static void seqc_line(void *ud, sg_run_stream_t s, const char *t, size_t n)
+{
+    (void)s;
+    seqc_t *q = ud;
+    char buf[32];
+    if (n >= sizeof(buf)) {
+        q->bad++;
+        return;
+    }
+    memcpy(buf, t, n);
+    buf[n] = '\0';
+    long v = strtol(buf, NULL, 10);
+    if (q->pid == -1) {
+        q->pid = (int)v;
+        return;
+    }
+    if (v != q->next) q->bad++;
+    q->next++;
+}
+
+static void seqc_done(void *ud, const sg_run_result_t *res)
+{
+    seqc_t *q = ud;
+    q->done++;
+    q->res = *res;
+    q->res.id = NULL;
+    q->res.error = NULL;
+}
+
+static sg_run_cbs_t seqc_init(seqc_t *q, sg_runner_t *r, uint64_t hold_at, int want_pid)
+{
+    memset(q, 0, sizeof(*q));
+    q->r = r;
+    q->next = 1;
+    q->pid = want_pid ? -1 : 0;
+    q->hold_at = hold_at;
+    sg_run_cbs_t c = {seqc_chunk, seqc_line, seqc_done, q};
+    return c;
+}
+
+/* /proc/<pid>/wchan (the kernel function a sleeping task waits in), "" if unreadable. */
+static void pid_wchan(int pid, char *out, size_t cap)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/wchan", pid);
+    out[0] = '\0';
+    FILE *fp = fopen(p, "r");
+    if (!fp) return;
+    size_t n = fread(out, 1, cap - 1, fp);
+    fclose(fp);
+    out[n] = '\0';
+}
+
+/* The state letter of /proc/<pid>/stat (R, S, D, Z, ...), 0 if unreadable. */
+static int pid_state(int pid)
+{
+    char p[64], buf[512];
+    snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+    FILE *fp = fopen(p, "r");
+    if (!fp) return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
+static void test_execd_hold(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_open(&f, NULL);
+    sg_run_err_t err;
+    char id[SG_RUN_ID_LEN + 1];
+    seqc_t q;
+    const long N = 2000000;
+    const uint64_t AT = 1 << 20;
+
+    /* Held from inside a callback at 1 MiB: the output stops (at most the rest of that read,
+     * 64 KiB), the command blocks writing its pipe, and on release it all comes, in order. */
+    sg_run_cbs_t cb = seqc_init(&q, f.r, AT, 1);
+    sg_run_req_t req = {.command = "echo $$; exec seq 1 2000000"};
+    assert_int_equal(sg_runner_start(f.r, &req, &cb, id, &err), 0);
+    while (!q.held && !q.done)
+        spin_ms(&f, 5);
+    assert_int_equal(q.held, 1);
+    spin_ms(&f, 300);
+    uint64_t seen = q.bytes;
+    assert_true(seen < AT + 64 * 1024);
+    spin_ms(&f, 300);
+    assert_int_equal(q.bytes, seen); /* nothing read while held */
+    assert_int_equal(q.done, 0);
+    assert_true(q.pid > 0);
+    /* Asleep in its write: libuv's stdio "pipes" are socketpairs, so the kernel shows a socket
+     * send wait (sock_alloc_send_pskb), or a pipe write on other setups. */
+    assert_int_equal(pid_state(q.pid), 'S');
+    char wchan[128];
+    pid_wchan(q.pid, wchan, sizeof(wchan));
+    if (wchan[0] && strcmp(wchan, "0") != 0 && !strstr(wchan, "sock") && !strstr(wchan, "pipe"))
+        fail_msg("pid %d sleeps in %s, not a write", q.pid, wchan); /* "0": wchan hidden */
+    sg_run_status_t st;
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.running, 1);
+    assert_int_equal(stats(&f).out_holds, 1);
+    assert_int_equal(sg_runner_hold(f.r, &q, 0), 1);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.res.exit_code, 0);
+    assert_int_equal(q.bad, 0);
+    assert_int_equal(q.next, N + 1);
+    assert_int_equal(sg_runner_hold(f.r, &q, 1), 0); /* finished: nothing to hold */
+
+    /* Exited with its output still in the pipe: completion waits for the reader, then comes
+     * with the exit status. */
+    cb = seqc_init(&q, f.r, 0, 0);
+    req.command = "seq 1 1000; exit 3";
+    assert_int_equal(sg_runner_start(f.r, &req, &cb, id, &err), 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 1), 1);
+    spin_ms(&f, 400); /* well past the EOF grace (100 ms) */
+    assert_int_equal(q.done, 0);
+    assert_int_equal(q.bytes, 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 0), 1);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.res.exit_code, 3);
+    assert_int_equal(q.next, 1001);
+    assert_int_equal(q.bad, 0);
+
+    /* Timeout and interrupt still work while held and need no release: once the killed
+     * leader exited, the rest of the pipes is read and the command completes. */
+    cb = seqc_init(&q, f.r, 0, 0);
+    sg_run_req_t treq = {.command = "seq 1 100000000", .timeout_ms = 300};
+    assert_int_equal(sg_runner_start(f.r, &treq, &cb, id, &err), 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 1), 1);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.res.timed_out, 1);
+    assert_int_equal(q.res.term_signal, SIGKILL);
+    assert_true(q.bytes <= 1 << 20); /* at most what the socketpair held */
+    assert_true(q.bad <= 1);         /* the kill may cut the last line */
+
+    run_t w;
+    memset(&w, 0, sizeof(w));
+    cb = seqc_init(&q, f.r, 0, 0);
+    req.command = "seq 1 100000000";
+    assert_int_equal(sg_runner_start(f.r, &req, &cb, id, &err), 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 1), 1);
+    spin_ms(&f, 100);
+    assert_int_equal(sg_runner_interrupt(f.r, id, on_waiter, &w, &err), 0);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.res.interrupted, 1);
+    assert_int_equal(q.res.term_signal, SIGTERM);
+    assert_int_equal(w.waiter_calls, 1);
+
+    /* A signal reaches a held command; its death completes once the pipe is drained. */
+    cb = seqc_init(&q, f.r, 0, 0);
+    assert_int_equal(sg_runner_start(f.r, &req, &cb, id, &err), 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 1), 1);
+    spin_ms(&f, 100);
+    assert_int_equal(sg_runner_signal(f.r, id, SIGUSR1, &err), 0);
+    spin_ms(&f, 200);
+    assert_int_equal(q.done, 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 0), 1);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.res.term_signal, SIGUSR1);
+    assert_true(q.bytes > 0);
+    assert_true(q.bad <= 1);
+
+    /* Session runs are held the same way (matched by the callbacks' ud). */
+    char sid[SG_RUN_SID_LEN + 1];
+    assert_int_equal(sg_runner_session_create(f.r, NULL, sid, &err), 0);
+    cb = seqc_init(&q, f.r, 0, 0);
+    assert_int_equal(sg_runner_session_run(f.r, sid, "seq 1 300000", NULL, 0, &cb, &err), 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 1), 1);
+    spin_ms(&f, 300);
+    assert_int_equal(q.bytes, 0);
+    assert_int_equal(q.done, 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 0), 1);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.res.exit_code, 0);
+    assert_int_equal(q.next, 300001);
+    assert_int_equal(q.bad, 0);
+    fx_close(&f);
+
+    /* With the log backpressure too (4 KiB log buffer): a log write completing does not
+     * resume a held command, and the log still gets every byte. */
+    sg_runner_cfg_t cfg = {.log_buf = 4096};
+    fx_open(&f, &cfg);
+    cb = seqc_init(&q, f.r, 256 * 1024, 0);
+    sg_run_req_t breq = {.command = "seq 1 400000", .background = 1};
+    assert_int_equal(sg_runner_start(f.r, &breq, &cb, id, &err), 0);
+    while (!q.held && !q.done)
+        spin_ms(&f, 5);
+    spin_ms(&f, 200);
+    seen = q.bytes;
+    spin_ms(&f, 300);
+    assert_int_equal(q.bytes, seen);
+    assert_int_equal(q.done, 0);
+    assert_int_equal(sg_runner_hold(f.r, &q, 0), 1);
+    spin_until(&f, &q.done);
+    assert_int_equal(q.bad, 0);
+    assert_int_equal(q.next, 400001);
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.log_size, q.bytes);
+    assert_true(stats(&f).read_pauses > 0);
+    fx_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1378,6 +1613,7 @@ int main(void)
         cmocka_unit_test(test_execd_grace_and_close),
         cmocka_unit_test(test_execd_signal),
         cmocka_unit_test(test_execd_signal_names),
+        cmocka_unit_test(test_execd_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
