@@ -1,12 +1,16 @@
 /* plog.h: one process's event log: append-only, bounded in memory, read through cursors.
  *
- * Every event is stored once, as one refcounted chunk holding its standard SSE frame:
+ * Every event is stored once, as its standard SSE frame, in 64 KiB refcounted blocks shared by
+ * consecutive events (the Redis replication-buffer model: one allocation per block, not per
+ * event; a block is freed when its last event is evicted and no connection still holds a
+ * slice of it):
  *
  *     id: 17\nevent: stdout\ndata: {"type":"stdout","text":"hi","timestamp":...}\n\n
  *
- * The execd framing of the same event (`{json}\n\n`) is that chunk's tail from json_off, so
- * both kinds of subscribers are served from the one chunk by reference (sg_http_resp_write
- * of a slice), and a thousand subscribers of one event cost one allocation.
+ * The execd framing of the same event (`{json}\n\n`) is that frame's tail from json_off, so
+ * both kinds of subscribers are served from the one copy by reference (slices of the block),
+ * consecutive SSE frames are contiguous (a reader catching up sends a run as one slice), and
+ * a thousand subscribers of one event cost no allocation at all.
  *
  * Ids start at 1 and increase by one per event. The log keeps the newest events whose total
  * cost (chunks plus per-entry bookkeeping) fits max_bytes; older ones are dropped from the
@@ -38,8 +42,10 @@ typedef struct sg_plog_ent {
     uint64_t id;
     uint64_t cum;      /* l->cum after this event */
     uint64_t out_off;  /* output offset of this event's first byte */
-    sg_buf_t *buf;     /* the SSE frame */
-    uint32_t json_off; /* the JSON (and the execd frame) starts here */
+    sg_buf_t *blk;     /* the block holding the SSE frame at [off, off + len) */
+    uint32_t off;
+    uint32_t len;
+    uint32_t json_off; /* the JSON (and the execd frame) starts at off + json_off */
     uint32_t out_len;  /* output bytes this event carries */
     uint8_t kind;      /* sg_plog_kind_t */
     uint8_t stream;    /* 0 none, 1 stdout, 2 stderr */
@@ -55,6 +61,7 @@ typedef struct sg_plog {
     uint64_t cum;       /* frame bytes ever appended */
     uint64_t out_end;   /* output bytes ever appended */
     uint64_t evicted;   /* events dropped by the bound */
+    sg_buf_t *tail;     /* the block appends go to (the log's own reference) */
 } sg_plog_t;
 
 void sg_plog_init(sg_plog_t *l, uint64_t max_bytes);
@@ -73,7 +80,8 @@ const sg_plog_ent_t *sg_plog_get(const sg_plog_t *l, uint64_t id);
 const sg_plog_ent_t *sg_plog_find_out(const sg_plog_t *l, uint64_t off);
 /* Output offset of the first byte still held (== out_end when nothing is). */
 uint64_t sg_plog_first_out(const sg_plog_t *l);
-/* Cost the log charges for an event of this frame size (chunk + bookkeeping). */
+/* Cost the log charges for an event of this frame size (frame + bookkeeping). A block still
+ * holding one live event is kept whole, so memory can exceed the bound by up to two blocks. */
 uint64_t sg_plog_cost(size_t frame_len);
 
 #endif

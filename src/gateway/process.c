@@ -20,6 +20,9 @@
 #define MAX_COMMAND_BODY (1u << 20)
 #define MAX_ERROR_BODY (64u * 1024u)
 #define MAX_SIGNAL_BODY 4096u
+/* One subscriber write: at most this many slices / bytes of events (then the next run). */
+#define PUMP_SLICES 64
+#define PUMP_BYTES (64u * 1024u)
 /* One upstream event: execd bounds its lines (--max-line-bytes) and raw reads; this only stops
  * a broken or hostile execd from growing the decoder without end. */
 #define MAX_UPSTREAM_EVENT (8u << 20)
@@ -63,6 +66,8 @@ struct proc {
     sg_sse_decoder_t dec;
     int dec_init;
     sg_http_req_t *origin; /* the POST client, until init turns it into a subscriber */
+    sub_t *origin_sub;     /* ... then this subscriber, the one reader the producer waits for */
+    int up_paused;         /* upstream reading paused for origin_sub */
     int origin_raw;
     char *errbody;
     size_t errlen;
@@ -127,6 +132,7 @@ void sg_stream_config_init(sg_stream_config_t *c)
     c->heartbeat_ms = 15000;
     c->ping_ms = 3000;
     c->retry_ms = 2000;
+    c->origin_pause = 1u << 20;
 }
 
 static int64_t wall_ms(void)
@@ -141,10 +147,18 @@ static int64_t wall_ms(void)
 static int scan_str(const char *j, size_t n, const char *key, const char **v, size_t *vl)
 {
     char pat[64];
-    int pl = snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-    if (pl <= 0 || (size_t)pl >= sizeof(pat)) return -1;
-    const char *p = memmem(j, n, pat, (size_t)pl);
-    if (!p) return -1;
+    size_t kl = strlen(key);
+    if (kl + 4 > sizeof(pat)) return -1;
+    pat[0] = '"';
+    memcpy(pat + 1, key, kl);
+    memcpy(pat + 1 + kl, "\":\"", 3);
+    size_t pl = kl + 4;
+    const char *p;
+    /* execd writes "type" first: {"type":"... */
+    if (n > pl && j[0] == '{' && memcmp(j + 1, pat, pl) == 0)
+        p = j + 1;
+    else if (!(p = memmem(j, n, pat, pl)))
+        return -1;
     p += pl;
     const char *end = j + n;
     const char *q = p;
@@ -229,6 +243,29 @@ static int make_room(sg_procs_t *m, sg_sandbox_t *s)
     return 0;
 }
 
+/* The client that started the command cannot resume (an OpenSandbox SDK reads one stream), so
+ * it is the one reader the producer waits for: past origin_pause bytes behind, the gateway
+ * stops reading the command's stream from execd (execd then stops reading the command's pipes:
+ * the command waits, as in a shell pipe), and reads on once it caught up by half. Every other
+ * subscriber is never waited for. */
+static uint64_t origin_lag(const proc_t *p)
+{
+    return p->origin_sub ? p->log.cum - p->origin_sub->sent_cum : 0;
+}
+
+static void origin_flow(proc_t *p)
+{
+    uint64_t mark = p->m->cfg.origin_pause;
+    if (!p->up || !mark) return;
+    if (!p->up_paused && p->origin_sub && origin_lag(p) > mark) {
+        p->up_paused = 1;
+        sg_http_creq_pause(p->up);
+    } else if (p->up_paused && origin_lag(p) <= mark / 2) {
+        p->up_paused = 0;
+        sg_http_creq_resume(p->up);
+    }
+}
+
 static void deliver(proc_t *p)
 {
     sub_t *next;
@@ -236,6 +273,7 @@ static void deliver(proc_t *p)
         next = s->next;
         sub_pump(s);
     }
+    origin_flow(p);
 }
 
 static void proc_append(proc_t *p, const char *type, const char *json, size_t len,
@@ -319,7 +357,11 @@ static void sub_on_drain(sg_http_req_t *req)
     if (!s || !s->blocked) return;
     s->blocked = 0;
     sg_tentry_disarm(&s->stall);
+    proc_t *p = proc_ref(s->p);
+    int origin = p->origin_sub == s;
     sub_pump(s);
+    if (origin) origin_flow(p);
+    proc_unref(p);
 }
 
 static void sub_end(sub_t *s, int cut)
@@ -339,6 +381,10 @@ static void sub_end(sub_t *s, int cut)
     DLIST_DEL(p->subs, s);
     p->nsubs--;
     sg_gw_stats.subscribers--;
+    if (p->origin_sub == s) {
+        p->origin_sub = NULL;
+        origin_flow(p); /* nobody to wait for any more */
+    }
     free(s);
     proc_unref(p);
 }
@@ -367,6 +413,7 @@ static uint64_t sub_lag(const sub_t *s)
 static int sub_check_lag(sub_t *s)
 {
     sg_procs_t *m = s->p->m;
+    if (s->p->origin_sub == s && m->cfg.origin_pause) return 0; /* it holds the producer */
     uint64_t lag = sub_lag(s);
     if (lag > m->cfg.lag_hard) {
         sub_cut(s, SG_CUT_HARD);
@@ -438,19 +485,36 @@ static void sub_pump(sub_t *s)
             if (sub_gap(s) < 0) return;
             continue;
         }
-        const sg_plog_ent_t *e = sg_plog_get(l, s->next_id);
-        s->next_id++;
-        s->sent_cum = e->cum;
-        if (e->kind == SG_PLOG_RAW && !s->raw) continue;
-        size_t off = s->execd ? e->json_off : 0;
-        size_t n = e->buf->len - off;
-        int r = sg_http_resp_write(s->req, e->buf, off, n);
+        /* A run of events as one write: adjacent frames in a block (SSE readers) merge into
+         * one slice, and the run is one HTTP chunk. */
+        sg_slice_t v[PUMP_SLICES];
+        size_t nv = 0, total = 0, events = 0;
+        while (nv < PUMP_SLICES && total < PUMP_BYTES && s->next_id < l->next_id) {
+            const sg_plog_ent_t *e = sg_plog_get(l, s->next_id);
+            s->next_id++;
+            s->sent_cum = e->cum;
+            if (e->kind == SG_PLOG_RAW && !s->raw) continue;
+            size_t off = e->off + (s->execd ? e->json_off : 0);
+            size_t n = e->len - (s->execd ? e->json_off : 0);
+            if (nv && v[nv - 1].buf == e->blk && v[nv - 1].off + v[nv - 1].len == off) {
+                v[nv - 1].len += n;
+            } else {
+                v[nv].buf = e->blk;
+                v[nv].off = off;
+                v[nv].len = n;
+                nv++;
+            }
+            total += n;
+            events++;
+        }
+        if (!nv) continue;
+        int r = sg_http_resp_writev(s->req, v, nv);
         if (r < 0) {
             sub_end(s, 1);
             return;
         }
-        sg_gw_stats.events_out++;
-        sg_gw_stats.bytes_out += n;
+        sg_gw_stats.events_out += events;
+        sg_gw_stats.bytes_out += total;
         if (r == 1) sub_blocked(s);
     }
     if (s->blocked) {
@@ -519,7 +583,9 @@ static sub_t *sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_
     sg_http_req_set_data(req, s);
     sg_http_req_on_abort(req, sub_on_abort);
     sg_http_req_on_drain(req, sub_on_drain);
-    if (m->cfg.sub_sndbuf > 0) sg_http_req_set_sndbuf(req, m->cfg.sub_sndbuf);
+    /* Fan-out readers get a small kernel buffer; the command's own client (execd framing) is a
+     * bulk reader and keeps the kernel's. */
+    if (!execd && m->cfg.sub_sndbuf > 0) sg_http_req_set_sndbuf(req, m->cfg.sub_sndbuf);
     sg_http_req_trim(req); /* headers were read: an idle subscriber keeps only its cursor */
     sg_tentry_arm(execd ? &m->ping : &m->hb, &s->hb);
     return s;
@@ -598,6 +664,7 @@ static void proc_named(proc_t *p, const char *json, size_t len)
         return;
     }
     sub_t *sub = sub_new(p, req, 1, p->origin_raw, 1);
+    p->origin_sub = sub;
     sub_pump(sub); /* init */
     if (sg_http_req_data(req) == sub) {
         /* execd sends ping right after init (docs/execd.md): so does the gateway. */
@@ -854,8 +921,8 @@ static sg_buf_t *collect_output(proc_t *p, uint64_t from)
     const sg_plog_ent_t *e = sg_plog_find_out(l, from);
     for (; e; e = sg_plog_get(l, e->id + 1)) {
         if (e->out_len == 0) continue;
-        const char *json = e->buf->data + e->json_off;
-        size_t jl = e->buf->len - e->json_off - 2;
+        const char *json = e->blk->data + e->off + e->json_off;
+        size_t jl = e->len - e->json_off - 2;
         unsigned char *tmp = sg_xmalloc((size_t)e->out_len + 4);
         size_t got = 0;
         if (e->kind == SG_PLOG_RAW) {
@@ -1284,6 +1351,7 @@ int sg_procs_new(uv_loop_t *loop, const sg_stream_config_t *cfg, uint64_t connec
     sg_procs_t *m = sg_xcalloc(1, sizeof(*m));
     m->loop = loop;
     m->cfg = *cfg;
+    if (m->cfg.origin_pause > m->cfg.log_bytes / 2) m->cfg.origin_pause = m->cfg.log_bytes / 2;
     sg_http_client_config_t xc;
     memset(&xc, 0, sizeof(xc));
     xc.max_conns_per_origin = cfg->max_processes + 16; /* one stream per process + signals */

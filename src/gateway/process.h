@@ -15,6 +15,10 @@
  *                id). The client that started the command is the first, in execd framing;
  *                `GET .../processes/{pid}/stream` adds standard SSE ones at any time.
  *
+ * The command's own client (the POST) is the one reader the producer waits for: it cannot
+ * resume, so past origin_pause bytes behind, the gateway stops reading execd (which then stops
+ * reading the command's pipes) until it catches up. No other subscriber is ever waited for.
+ *
  * Delivery: appending an event pumps every subscriber that is not blocked: it writes log
  * chunks by reference until its connection's pending output passes the high-water mark
  * (sg_http_resp_write returns 1), then waits for the drain callback and resumes from its
@@ -49,6 +53,8 @@ typedef struct sg_stream_config {
     uint64_t heartbeat_ms;    /* SSE comment heartbeat, default 15 s */
     uint64_t ping_ms;         /* execd-framing ping event, default 3 s (as execd) */
     uint32_t retry_ms;        /* SSE retry: sent first, default 2000 */
+    uint64_t origin_pause;    /* the POST /command client this far behind pauses the producer,
+                                 default 1 MiB (capped at half of log_bytes); 0 = never */
 } sg_stream_config_t;
 
 typedef struct sg_procs sg_procs_t;

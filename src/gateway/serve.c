@@ -62,6 +62,7 @@ typedef struct serve_config {
     uint64_t sub_send_timeout_ms;
     uint64_t sub_sndbuf;
     uint64_t sse_heartbeat_ms;
+    uint64_t origin_pause;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -129,6 +130,9 @@ static const sg_opt_t serve_opts[] = {
         "kernel send buffer of stream subscriber sockets, 0 = kernel default"),
     OPT("sse-heartbeat", "SANDGATE_SSE_HEARTBEAT", SG_OPT_DURATION, sse_heartbeat_ms, "15s", 100,
         SG_OPT_NO_MAX, NULL, "comment heartbeat on idle process streams"),
+    OPT("origin-pause", "SANDGATE_ORIGIN_PAUSE", SG_OPT_SIZE, origin_pause, "1M", 0, 0, NULL,
+        "the client that started a command this far behind pauses the command (at most half "
+        "of --process-log-bytes; 0 = never: it is cut like any reader)"),
 };
 #undef OPT
 
@@ -429,6 +433,7 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.stream.send_timeout_ms = g.cfg.sub_send_timeout_ms;
     g.api_cfg.stream.sub_sndbuf = (int)g.cfg.sub_sndbuf;
     g.api_cfg.stream.heartbeat_ms = g.cfg.sse_heartbeat_ms;
+    g.api_cfg.stream.origin_pause = g.cfg.origin_pause;
     g.api_cfg.tls = g.tls != NULL;
     g.api_cfg.listen = g.cfg.listen;
     sg_provider_t *prov = NULL;

@@ -380,8 +380,10 @@ static int resp_write(sg_http_req_t *req, sg__http_conn_t *c, sg_buf_t *b, size_
     }
     if (req->resp_chunked) {
         char hex[24];
-        int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
-        push_str(c, req, hex, (size_t)n);
+        size_t n = sg_u64_hex(hex, len);
+        hex[n++] = '\r';
+        hex[n++] = '\n';
+        push_str(c, req, hex, n);
     }
     if (b) sg_bufq_push(&c->out, b, off, len);
     else sg_bufq_push_copy(&c->out, p, len);
@@ -425,6 +427,36 @@ int sg_http_resp_write(sg_http_req_t *req, sg_buf_t *b, size_t off, size_t len)
     sg__http_conn_t *c = live_conn(req);
     if (!c) return SG_ECLOSED;
     return resp_write(req, c, b, off, NULL, len);
+}
+
+int sg_http_resp_writev(sg_http_req_t *req, const sg_slice_t *v, size_t n)
+{
+    sg__http_conn_t *c = live_conn(req);
+    if (!c) return SG_ECLOSED;
+    if (req->resp_state != SG__RESP_STARTED) return SG_EINVAL;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) len += v[i].len;
+    if (len == 0 || req->resp_no_body) return c->out.bytes > c->srv->cfg.limits.write_high_water;
+    if (req->resp_fixed) {
+        if (len > req->resp_remaining) return SG_EINVAL;
+        req->resp_remaining -= len;
+    }
+    if (req->resp_chunked) { /* one chunk for the whole run */
+        char hex[24];
+        size_t k = sg_u64_hex(hex, len);
+        hex[k++] = '\r';
+        hex[k++] = '\n';
+        push_str(c, req, hex, k);
+    }
+    for (size_t i = 0; i < n; i++) sg_bufq_push(&c->out, v[i].buf, v[i].off, v[i].len);
+    req->bytes_out += len;
+    if (req->resp_chunked) push_str(c, req, "\r\n", 2);
+    sg__http_conn_kick(c);
+    if (c->out.bytes > c->srv->cfg.limits.write_high_water) {
+        req->want_drain = 1;
+        return 1;
+    }
+    return 0;
 }
 
 int sg_http_resp_write_copy(sg_http_req_t *req, const void *p, size_t len)

@@ -7,7 +7,8 @@
 
 #include "sandgate/common.h"
 
-#define ENT_AT(l, i) (&(l)->v[((l)->head + (i)) % (l)->cap])
+#define ENT_AT(l, i) (&(l)->v[((l)->head + (i)) & ((l)->cap - 1)]) /* cap: a power of 2 */
+#define PLOG_BLOCK (64u * 1024u)
 
 void sg_plog_init(sg_plog_t *l, uint64_t max_bytes)
 {
@@ -19,7 +20,9 @@ void sg_plog_init(sg_plog_t *l, uint64_t max_bytes)
 void sg_plog_free(sg_plog_t *l)
 {
     for (size_t i = 0; i < l->count; i++)
-        sg_buf_unref(ENT_AT(l, i)->buf);
+        sg_buf_unref(ENT_AT(l, i)->blk);
+    sg_buf_unref(l->tail);
+    l->tail = NULL;
     free(l->v);
     l->v = NULL;
     l->count = l->cap = l->head = 0;
@@ -28,7 +31,7 @@ void sg_plog_free(sg_plog_t *l)
 
 uint64_t sg_plog_cost(size_t frame_len)
 {
-    return (uint64_t)frame_len + sizeof(sg_buf_t) + sizeof(sg_plog_ent_t);
+    return (uint64_t)frame_len + sizeof(sg_plog_ent_t);
 }
 
 static void grow(sg_plog_t *l)
@@ -46,9 +49,9 @@ static void grow(sg_plog_t *l)
 static void drop_oldest(sg_plog_t *l)
 {
     sg_plog_ent_t *e = ENT_AT(l, 0);
-    l->bytes -= sg_plog_cost(e->buf->len);
-    sg_buf_unref(e->buf);
-    l->head = (l->head + 1) % l->cap;
+    l->bytes -= sg_plog_cost(e->len);
+    sg_buf_unref(e->blk);
+    l->head = (l->head + 1) & (l->cap - 1);
     l->count--;
     l->first_id++;
     l->evicted++;
@@ -60,25 +63,40 @@ int64_t sg_plog_append(sg_plog_t *l, const char *type, const char *json, size_t 
     if (strpbrk(type, "\r\n") || memchr(json, '\n', json_len) || memchr(json, '\r', json_len))
         return SG_EINVAL;
     char head[96];
-    int hn = snprintf(head, sizeof(head), "id: %llu\nevent: %s\ndata: ",
-                      (unsigned long long)l->next_id, type);
-    if (hn < 0 || (size_t)hn >= sizeof(head)) return SG_EINVAL;
-    size_t flen = (size_t)hn + json_len + 2;
-    sg_buf_t *b = sg_buf_new(flen);
-    memcpy(b->data, head, (size_t)hn);
-    memcpy(b->data + hn, json, json_len);
-    memcpy(b->data + hn + json_len, "\n\n", 2);
-    b->len = flen;
+    size_t tl = strlen(type);
+    if (tl > sizeof(head) - 48) return SG_EINVAL;
+    size_t hn = 4;
+    memcpy(head, "id: ", 4);
+    hn += sg_u64_dec(head + hn, l->next_id);
+    memcpy(head + hn, "\nevent: ", 8);
+    hn += 8;
+    memcpy(head + hn, type, tl);
+    hn += tl;
+    memcpy(head + hn, "\ndata: ", 7);
+    hn += 7;
+    size_t flen = hn + json_len + 2;
+    sg_buf_t *b = l->tail;
+    if (!b || b->cap - b->len < flen) {
+        sg_buf_unref(b);
+        b = l->tail = sg_buf_new(flen > PLOG_BLOCK ? flen : PLOG_BLOCK);
+    }
+    size_t off = b->len;
+    memcpy(b->data + off, head, hn);
+    memcpy(b->data + off + hn, json, json_len);
+    memcpy(b->data + off + hn + json_len, "\n\n", 2);
+    b->len += flen;
 
     uint64_t before = l->bytes;
     if (l->count == l->cap) grow(l);
-    sg_plog_ent_t *e = &l->v[(l->head + l->count) % l->cap];
+    sg_plog_ent_t *e = &l->v[(l->head + l->count) & (l->cap - 1)];
     l->count++;
     l->cum += flen;
     e->id = l->next_id++;
     e->cum = l->cum;
     e->out_off = l->out_end;
-    e->buf = b;
+    e->blk = sg_buf_ref(b);
+    e->off = (uint32_t)off;
+    e->len = (uint32_t)flen;
     e->json_off = (uint32_t)hn;
     e->out_len = out_len;
     e->kind = (uint8_t)kind;

@@ -28,12 +28,16 @@ static void test_frames_and_ids(void **state)
     const sg_plog_ent_t *e = sg_plog_get(&l, 2);
     assert_non_null(e);
     const char want[] = "id: 2\nevent: stdout\ndata: {\"type\":\"stdout\",\"text\":\"hi\"}\n\n";
-    assert_int_equal(e->buf->len, sizeof(want) - 1);
-    assert_memory_equal(e->buf->data, want, sizeof(want) - 1);
+    assert_int_equal(e->len, sizeof(want) - 1);
+    assert_memory_equal(e->blk->data + e->off, want, sizeof(want) - 1);
+    /* consecutive frames are adjacent in one block */
+    const sg_plog_ent_t *e1 = sg_plog_get(&l, 1);
+    assert_ptr_equal(e1->blk, e->blk);
+    assert_int_equal(e1->off + e1->len, e->off);
     /* the execd frame is the tail of the same chunk */
     const char tail[] = "{\"type\":\"stdout\",\"text\":\"hi\"}\n\n";
-    assert_int_equal(e->buf->len - e->json_off, sizeof(tail) - 1);
-    assert_memory_equal(e->buf->data + e->json_off, tail, sizeof(tail) - 1);
+    assert_int_equal(e->len - e->json_off, sizeof(tail) - 1);
+    assert_memory_equal(e->blk->data + e->off + e->json_off, tail, sizeof(tail) - 1);
     assert_int_equal(e->out_off, 0);
     assert_int_equal(e->out_len, 3);
     assert_int_equal(l.out_end, 3);
