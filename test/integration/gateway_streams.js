@@ -148,6 +148,23 @@ L.main(async () => {
   assert.equal(rest[rest.length - 1].event, 'execution_complete');
   ok('a client that left POST /command re-attaches and sees the command finish');
 
+  // --- the command's own client paces the command: paused for 2 s, it loses nothing
+  r = L.stream(`${X}/command`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: { command: 'seq 1 1000000' },
+    onResponse: (rs) => { rs.pause(); setTimeout(() => rs.resume(), 2000); },
+  });
+  res = await r.done;
+  assert.equal(res.aborted, false);
+  evs = L.parseExecd(res.body.toString());
+  const nums = evs.filter((e) => e.type === 'stdout').map((e) => e.text);
+  assert.equal(nums.length, 1000000);
+  assert.equal(nums[0], '1');
+  assert.equal(nums[999999], '1000000');
+  assert.equal(evs[evs.length - 1].type, 'execution_complete');
+  assert.ok(!evs.some((e) => e.type === 'sandgate.gap'));
+  assert.doesNotMatch(g.log, /slow subscriber disconnected/);
+  ok('a paused POST /command client gets all 1,000,000 lines: it paces the command, is never cut');
+
   // --- signal: forwarded to execd's extension; the process ends killed
   res = await L.stream(`${X}/command`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: { command: 'sleep 30', background: true } }).done;
   const sleeper = L.parseExecd(res.body.toString())[0].text;
