@@ -141,6 +141,32 @@ static inline int plain_ascii(unsigned char c)
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
 }
 
+/* Length of the run of plain_ascii bytes at the start of s: eight bytes at a time while no
+ * byte of the word needs escaping (bit tricks on a 64-bit word: a byte with the high bit, one
+ * below 0x20, or one equal to " \ < > &), then bytewise. Output is mostly such runs. */
+static size_t plain_run(const unsigned char *s, size_t n)
+{
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#define HAS_ZERO(v) (((v) - ONES) & ~(v) & HIGHS)
+#define HAS_BYTE(x, c) HAS_ZERO((x) ^ (ONES * (uint64_t)(c)))
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if ((x & HIGHS) || (((x - ONES * 0x20) & ~x & HIGHS)) || HAS_BYTE(x, '"') ||
+            HAS_BYTE(x, '\\') || HAS_BYTE(x, '<') || HAS_BYTE(x, '>') || HAS_BYTE(x, '&'))
+            break;
+    }
+#undef ONES
+#undef HIGHS
+#undef HAS_ZERO
+#undef HAS_BYTE
+    while (i < n && plain_ascii(s[i]))
+        i++;
+    return i;
+}
+
 /* Escapes src the way Go's encoding/json does, quotes excluded. With dst NULL it only counts:
  * one pass for the length, one to write into dst (which must hold that many bytes). */
 static size_t gojson_run(char *dst, const char *src, size_t n)
@@ -151,9 +177,7 @@ static size_t gojson_run(char *dst, const char *src, size_t n)
 #define PUT(ch) (dst ? (void)(dst[o] = (char)(ch)) : (void)0, o++)
     for (size_t i = 0; i < n;) {
         /* Fast path: a run of bytes written as they are (most output is plain ASCII). */
-        size_t j = i;
-        while (j < n && plain_ascii(s[j]))
-            j++;
+        size_t j = i + plain_run(s + i, n - i);
         if (j > i) {
             if (dst) memcpy(dst + o, s + i, j - i);
             o += j - i;
@@ -226,6 +250,15 @@ static void jb_z(jb_t *b, const char *s)
 }
 static void jb_str(jb_t *b, const char *s, size_t n)
 {
+    size_t plain = plain_run((const unsigned char *)s, n);
+    if (plain == n) { /* the common case: one scan and a copy */
+        jb_need(b, n + 2);
+        b->p[b->len++] = '"';
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len++] = '"';
+        return;
+    }
     size_t el = gojson_run(NULL, s, n);
     jb_need(b, el + 2);
     b->p[b->len++] = '"';
@@ -308,15 +341,24 @@ static void ev_error(jb_t *bp, const char *evalue, const char *trace)
 static void b64(jb_t *b, const unsigned char *s, size_t n)
 {
     static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    /* 12 bits -> two characters per lookup: half the table reads of the 6-bit loop. */
+    static char pairs[4096][2];
+    static int pairs_ready;
+    if (!pairs_ready) {
+        for (int k = 0; k < 4096; k++) {
+            pairs[k][0] = t[k >> 6];
+            pairs[k][1] = t[k & 63];
+        }
+        pairs_ready = 1;
+    }
     jb_need(b, (n + 2) / 3 * 4);
     char *o = b->p + b->len;
     size_t i = 0;
     for (; i + 3 <= n; i += 3) {
         uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
-        *o++ = t[v >> 18];
-        *o++ = t[(v >> 12) & 63];
-        *o++ = t[(v >> 6) & 63];
-        *o++ = t[v & 63];
+        memcpy(o, pairs[v >> 12], 2);
+        memcpy(o + 2, pairs[v & 4095], 2);
+        o += 4;
     }
     if (i < n) {
         uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);

@@ -133,6 +133,7 @@ void sg_stream_config_init(sg_stream_config_t *c)
     c->ping_ms = 3000;
     c->retry_ms = 2000;
     c->origin_pause = 1u << 20;
+    c->exact_output = 1;
 }
 
 static int64_t wall_ms(void)
@@ -859,7 +860,10 @@ static void on_command_body(sg_http_req_t *req, int err, const char *body, size_
     sg_hdrs_init(&h);
     sg_hdrs_addz(&h, "Content-Type", "application/json");
     sg_hdrs_addz(&h, "Accept", "text/event-stream");
-    sg_hdrs_addz(&h, "X-Sandgate-Raw", "1");
+    /* Raw events make /output byte-exact; without them it is rebuilt from the lines (each
+     * line's text plus "\n": CR and invalid UTF-8 are not kept). A client that asked for raw
+     * events gets them either way. */
+    if (m->cfg.exact_output || p->origin_raw) sg_hdrs_addz(&h, "X-Sandgate-Raw", "1");
     if (s->handle.access_token[0])
         sg_hdrs_addz(&h, "X-EXECD-ACCESS-TOKEN", s->handle.access_token);
     const char *rid = sg_http_req_header(req, "X-Request-ID");

@@ -53,6 +53,7 @@ typedef struct sg_stream_config {
     uint64_t heartbeat_ms;    /* SSE comment heartbeat, default 15 s */
     uint64_t ping_ms;         /* execd-framing ping event, default 3 s (as execd) */
     uint32_t retry_ms;        /* SSE retry: sent first, default 2000 */
+    int exact_output;         /* ask execd for raw events (byte-exact /output), default 1 */
     uint64_t origin_pause;    /* the POST /command client this far behind pauses the producer,
                                  default 1 MiB (capped at half of log_bytes); 0 = never */
 } sg_stream_config_t;

@@ -63,6 +63,7 @@ typedef struct serve_config {
     uint64_t sub_sndbuf;
     uint64_t sse_heartbeat_ms;
     uint64_t origin_pause;
+    const char *exact_output;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -130,6 +131,9 @@ static const sg_opt_t serve_opts[] = {
         "kernel send buffer of stream subscriber sockets, 0 = kernel default"),
     OPT("sse-heartbeat", "SANDGATE_SSE_HEARTBEAT", SG_OPT_DURATION, sse_heartbeat_ms, "15s", 100,
         SG_OPT_NO_MAX, NULL, "comment heartbeat on idle process streams"),
+    OPT("exact-output", "SANDGATE_EXACT_OUTPUT", SG_OPT_STRING, exact_output, "on", 0, 0,
+        "on|off", "capture commands' exact bytes (execd's raw events; off: /output is rebuilt "
+        "from the lines, cheaper for bulk output)"),
     OPT("origin-pause", "SANDGATE_ORIGIN_PAUSE", SG_OPT_SIZE, origin_pause, "1M", 0, 0, NULL,
         "the client that started a command this far behind pauses the command (at most half "
         "of --process-log-bytes; 0 = never: it is cut like any reader)"),
@@ -361,6 +365,11 @@ int sg_gateway_serve(int argc, char **argv)
         return 2;
     }
     sg_log_set_level(level);
+    if (strcmp(g.cfg.exact_output, "on") != 0 && strcmp(g.cfg.exact_output, "off") != 0) {
+        fprintf(stderr, "sandgate serve: --exact-output must be on or off, not '%s'\n",
+                g.cfg.exact_output);
+        return 2;
+    }
     raise_nofile();
     if ((g.cfg.tls_cert == NULL) != (g.cfg.tls_key == NULL)) {
         fprintf(stderr, "sandgate serve: --tls-cert and --tls-key go together\n");
@@ -434,6 +443,7 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.stream.sub_sndbuf = (int)g.cfg.sub_sndbuf;
     g.api_cfg.stream.heartbeat_ms = g.cfg.sse_heartbeat_ms;
     g.api_cfg.stream.origin_pause = g.cfg.origin_pause;
+    g.api_cfg.stream.exact_output = strcmp(g.cfg.exact_output, "on") == 0;
     g.api_cfg.tls = g.tls != NULL;
     g.api_cfg.listen = g.cfg.listen;
     sg_provider_t *prov = NULL;
