@@ -219,7 +219,8 @@ int sg_http_respond_error(sg_http_req_t *req, int status, const char *code, cons
 int sg_http_resp_start(sg_http_req_t *req, int status, const sg_hdrs_t *hdrs);
 int sg_http_resp_write(sg_http_req_t *req, sg_buf_t *b, size_t off, size_t len); /* by ref */
 int sg_http_resp_write_copy(sg_http_req_t *req, const void *p, size_t len);
-/* Several slices (by reference) as one piece of body: one chunk when chunked. */
+/* Several slices as one piece of body: one chunk when chunked. Slices of up to 256 bytes are
+ * copied (they merge into one iovec), longer ones are queued by reference. */
 int sg_http_resp_writev(sg_http_req_t *req, const sg_slice_t *v, size_t n);
 int sg_http_resp_end(sg_http_req_t *req);
 /* For a response that stays open long (a stream): frees the request's header table (every

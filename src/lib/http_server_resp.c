@@ -429,6 +429,8 @@ int sg_http_resp_write(sg_http_req_t *req, sg_buf_t *b, size_t off, size_t len)
     return resp_write(req, c, b, off, NULL, len);
 }
 
+#define SMALL_SLICE 256
+
 int sg_http_resp_writev(sg_http_req_t *req, const sg_slice_t *v, size_t n)
 {
     sg__http_conn_t *c = live_conn(req);
@@ -448,7 +450,14 @@ int sg_http_resp_writev(sg_http_req_t *req, const sg_slice_t *v, size_t n)
         hex[k++] = '\n';
         push_str(c, req, hex, k);
     }
-    for (size_t i = 0; i < n; i++) sg_bufq_push(&c->out, v[i].buf, v[i].off, v[i].len);
+    /* Small slices are copied into the queue's scratch chunk, where they merge: an iovec
+     * costs the kernel more than copying a short event does. */
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].len <= SMALL_SLICE)
+            sg_bufq_push_copy(&c->out, v[i].buf->data + v[i].off, v[i].len);
+        else
+            sg_bufq_push(&c->out, v[i].buf, v[i].off, v[i].len);
+    }
     req->bytes_out += len;
     if (req->resp_chunked) push_str(c, req, "\r\n", 2);
     sg__http_conn_kick(c);
