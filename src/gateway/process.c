@@ -1135,6 +1135,16 @@ static void stream_process(sg_procs_t *m, proc_t *p, sg_http_req_t *req)
     char rv[8];
     int raw = sg_http_req_query_param(req, "raw", rv, sizeof(rv)) >= 0 &&
               (strcmp(rv, "1") == 0 || strcmp(rv, "true") == 0);
+    if (strcmp(sg_http_req_method(req), "HEAD") == 0) {
+        /* The head of a stream, without one: a HEAD never holds a subscriber. */
+        sg_hdrs_t h;
+        sg_hdrs_init(&h);
+        sg_hdrs_addz(&h, "Cache-Control", "no-cache");
+        sg_hdrs_addz(&h, "Content-Type", "text/event-stream");
+        sg_http_respond(req, p->finished && next >= p->log.next_id ? 204 : 200, &h, NULL, 0);
+        sg_hdrs_free(&h);
+        return;
+    }
     if (p->finished && next >= p->log.next_id) {
         /* Nothing more will come: 204 tells an EventSource to stop reconnecting. */
         sg_http_respond(req, 204, NULL, NULL, 0);

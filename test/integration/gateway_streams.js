@@ -79,6 +79,9 @@ L.main(async () => {
   assert.deepEqual(L.parseSse(res.body.toString()), all.slice(3));
   res = await L.stream(`${g.base}${P}/processes/${pid}/stream?last_event_id=${all[all.length - 1].id}`).done;
   assert.equal(res.status, 204);
+  res = await L.stream(`${g.base}${P}/processes/${pid}/stream`, { method: 'HEAD' }).done;
+  assert.equal(res.status, 200);
+  assert.equal(res.body.length, 0);
   res = await L.stream(`${g.base}${P}/processes/${pid}/stream?last_event_id=abc`).done;
   assert.equal(res.status, 400);
   res = await L.stream(`${g.base}${P}/processes/${pid}/stream?raw=1`).done;
