@@ -40,9 +40,9 @@ typedef enum sg_plog_kind {
 
 typedef struct sg_plog_ent {
     uint64_t id;
-    uint64_t cum;      /* l->cum after this event */
-    uint64_t out_off;  /* output offset of this event's first byte */
-    sg_buf_t *blk;     /* the block holding the SSE frame at [off, off + len) */
+    uint64_t cum;     /* l->cum after this event */
+    uint64_t out_off; /* output offset of this event's first byte */
+    sg_buf_t *blk;    /* the block holding the SSE frame at [off, off + len) */
     uint32_t off;
     uint32_t len;
     uint32_t json_off; /* the JSON (and the execd frame) starts at off + json_off */

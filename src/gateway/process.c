@@ -1,6 +1,7 @@
-/* process.c: the gateway's processes, their logs and their subscribers (process.h). */
+/* process.c: the gateway's processes, their logs, their subscribers and the upstream stream
+ * (process.h); the routes are in process_api.c. */
 #define _GNU_SOURCE /* memmem */
-#include "process.h"
+#include "process_int.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -16,93 +17,6 @@
 #include "sandgate/plog.h"
 #include "sandgate/sse.h"
 #include "sandgate/timer.h"
-
-#define MAX_COMMAND_BODY (1u << 20)
-#define MAX_ERROR_BODY (64u * 1024u)
-#define MAX_SIGNAL_BODY 4096u
-/* One subscriber write: at most this many slices / bytes of events (then the next run). */
-#define PUMP_SLICES 64
-#define PUMP_BYTES (64u * 1024u)
-/* One upstream event: execd bounds its lines (--max-line-bytes) and raw reads; this only stops
- * a broken or hostile execd from growing the decoder without end. */
-#define MAX_UPSTREAM_EVENT (8u << 20)
-
-typedef struct proc proc_t;
-typedef struct sub sub_t;
-
-struct sg_procs {
-    uv_loop_t *loop;
-    sg_stream_config_t cfg;
-    sg_http_client_t *client;
-    sg_tlist_t hb, ping, stall, soft;
-    unsigned open;
-    int closing;
-    proc_t *pending; /* started, upstream has not named it yet */
-    void (*close_cb)(void *ud);
-    void *close_ud;
-};
-
-struct proc {
-    proc_t *prev, *next; /* s->procs when linked, else m->pending */
-    sg_procs_t *m;
-    sg_sandbox_t *sbx;
-    int refs;
-    int linked;
-    char id[80];
-    char *command;
-    int background;
-    sg_proc_state_t state;
-    int has_exit, exit_code;
-    char *error;
-    int64_t created_us, finished_us;
-    int finished; /* the log is complete */
-    int signalled;
-    int raw_seen; /* upstream sends sandgate.raw: output offsets come from those */
-    sg_plog_t log;
-    sub_t *subs;
-    unsigned nsubs;
-    sg_http_creq_t *up;
-    int up_status;
-    sg_sse_decoder_t dec;
-    int dec_init;
-    sg_http_req_t *origin; /* the POST client, until init turns it into a subscriber */
-    sub_t *origin_sub;     /* ... then this subscriber, the one reader the producer waits for */
-    int up_paused;         /* upstream reading paused for origin_sub */
-    int origin_raw;
-    char *errbody;
-    size_t errlen;
-    char errctype[128];
-};
-
-struct sub {
-    sub_t *prev, *next;
-    proc_t *p;
-    sg_http_req_t *req;
-    uint64_t next_id;
-    uint64_t sent_cum; /* log cum of the last event given to it */
-    uint64_t base_cum; /* log cum when it joined: history it asked for is not lag */
-    uint8_t execd, raw, blocked, over_soft;
-    sg_tentry_t hb;
-    sg_tentry_t stall;
-    sg_tentry_t soft;
-};
-
-#define DLIST_ADD(head, o)                                                                         \
-    do {                                                                                           \
-        (o)->prev = NULL;                                                                          \
-        (o)->next = (head);                                                                        \
-        if (head) (head)->prev = (o);                                                              \
-        (head) = (o);                                                                              \
-    } while (0)
-#define DLIST_DEL(head, o)                                                                         \
-    do {                                                                                           \
-        if ((o)->prev)                                                                             \
-            (o)->prev->next = (o)->next;                                                           \
-        else                                                                                       \
-            (head) = (o)->next;                                                                    \
-        if ((o)->next) (o)->next->prev = (o)->prev;                                                \
-        (o)->prev = (o)->next = NULL;                                                              \
-    } while (0)
 
 static const char *const state_names[SG_PROC_NSTATES] = {"running", "exited", "failed", "killed",
                                                          "lost"};
@@ -136,7 +50,7 @@ void sg_stream_config_init(sg_stream_config_t *c)
     c->exact_output = 1;
 }
 
-static int64_t wall_ms(void)
+int64_t sg__wall_ms(void)
 {
     return sg_sbx_now_us() / 1000;
 }
@@ -145,7 +59,7 @@ static int64_t wall_ms(void)
 
 /* The raw (still escaped) string value of "key" in one compact JSON object. The pattern
  * `"key":"` cannot occur inside an encoded string value (its quotes would be escaped). */
-static int scan_str(const char *j, size_t n, const char *key, const char **v, size_t *vl)
+int sg__scan_str(const char *j, size_t n, const char *key, const char **v, size_t *vl)
 {
     char pat[64];
     size_t kl = strlen(key);
@@ -167,7 +81,8 @@ static int scan_str(const char *j, size_t n, const char *key, const char **v, si
         q = memchr(q, '"', (size_t)(end - q));
         if (!q) return -1;
         size_t bs = 0;
-        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\') bs++;
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
         if (bs % 2 == 0) break;
         q++;
     }
@@ -185,7 +100,6 @@ static size_t b64_decoded_len(const char *s, size_t n)
 
 /* ------------------------------------------------------------------ processes */
 
-static void sub_pump(sub_t *s);
 static void sub_end(sub_t *s, int cut);
 static uint64_t sub_lag(const sub_t *s);
 
@@ -195,13 +109,13 @@ static void stats_state(sg_proc_state_t from, sg_proc_state_t to)
     sg_gw_stats.processes[to]++;
 }
 
-static proc_t *proc_ref(proc_t *p)
+proc_t *sg__proc_ref(proc_t *p)
 {
     p->refs++;
     return p;
 }
 
-static void proc_unref(proc_t *p)
+void sg__proc_unref(proc_t *p)
 {
     if (--p->refs > 0) return;
     if (p->linked || p->prev || p->next) return; /* cannot happen: linking holds a reference */
@@ -216,7 +130,7 @@ static void proc_unref(proc_t *p)
     free(p);
 }
 
-static proc_t *find_proc(sg_sandbox_t *s, const char *id)
+proc_t *sg__proc_find(sg_sandbox_t *s, const char *id)
 {
     for (proc_t *p = s->procs; p; p = p->next)
         if (strcmp(p->id, id) == 0) return p;
@@ -229,7 +143,7 @@ static void proc_unlink(proc_t *p)
     DLIST_DEL(p->sbx->procs, p);
     p->sbx->nprocs--;
     p->linked = 0;
-    proc_unref(p);
+    sg__proc_unref(p);
 }
 
 /* Room for one more process in s: evicts the oldest finished one when at the bound. */
@@ -272,7 +186,7 @@ static void deliver(proc_t *p)
     sub_t *next;
     for (sub_t *s = p->subs; s; s = next) {
         next = s->next;
-        sub_pump(s);
+        sg__sub_pump(s);
     }
     origin_flow(p);
 }
@@ -334,7 +248,7 @@ static void proc_lost(proc_t *p, const char *why)
 {
     if (p->finished) return;
     json_t *j = json_pack("{s:s,s:I,s:{s:s,s:s,s:[s]}}", "type", "error", "timestamp",
-                          (json_int_t)wall_ms(), "error", "ename", "GatewayError", "evalue",
+                          (json_int_t)sg__wall_ms(), "error", "ename", "GatewayError", "evalue",
                           "lost", "traceback", why);
     char *txt = json_dumps(j, JSON_COMPACT);
     proc_append(p, "error", txt, strlen(txt), SG_PLOG_EVENT, 0, 0);
@@ -358,11 +272,11 @@ static void sub_on_drain(sg_http_req_t *req)
     if (!s || !s->blocked) return;
     s->blocked = 0;
     sg_tentry_disarm(&s->stall);
-    proc_t *p = proc_ref(s->p);
+    proc_t *p = sg__proc_ref(s->p);
     int origin = p->origin_sub == s;
-    sub_pump(s);
+    sg__sub_pump(s);
     if (origin) origin_flow(p);
-    proc_unref(p);
+    sg__proc_unref(p);
 }
 
 static void sub_end(sub_t *s, int cut)
@@ -387,7 +301,7 @@ static void sub_end(sub_t *s, int cut)
         origin_flow(p); /* nobody to wait for any more */
     }
     free(s);
-    proc_unref(p);
+    sg__proc_unref(p);
 }
 
 static void sub_cut(sub_t *s, sg_cut_reason_t why)
@@ -439,7 +353,7 @@ static void sub_blocked(sub_t *s)
 }
 
 /* Writes a small frame of our own (gap, heartbeat). 0, or -1 when s was ended. */
-static int sub_write_small(sub_t *s, const char *p, size_t n)
+int sg__sub_write_small(sub_t *s, const char *p, size_t n)
 {
     int r = sg_http_resp_write_copy(s->req, p, n);
     if (r < 0) {
@@ -461,19 +375,19 @@ static int sub_gap(sub_t *s)
                      "{\"type\":\"sandgate.gap\",\"first_id\":%llu,\"requested_id\":%llu,"
                      "\"timestamp\":%lld}\n\n",
                      (unsigned long long)p->log.first_id, (unsigned long long)s->next_id,
-                     (long long)wall_ms());
+                     (long long)sg__wall_ms());
     else
         n = snprintf(b, sizeof(b),
                      "event: gap\ndata: {\"type\":\"sandgate.gap\",\"first_id\":%llu,"
                      "\"requested_id\":%llu,\"timestamp\":%lld}\n\n",
                      (unsigned long long)p->log.first_id, (unsigned long long)s->next_id,
-                     (long long)wall_ms());
+                     (long long)sg__wall_ms());
     sg_gw_stats.gaps++;
     s->next_id = p->log.first_id;
-    return sub_write_small(s, b, (size_t)n);
+    return sg__sub_write_small(s, b, (size_t)n);
 }
 
-static void sub_pump(sub_t *s)
+void sg__sub_pump(sub_t *s)
 {
     proc_t *p = s->p;
     sg_plog_t *l = &p->log;
@@ -538,9 +452,9 @@ static void on_hb(sg_tentry_t *e)
             char b[96];
             int n = snprintf(b, sizeof(b),
                              "{\"type\":\"ping\",\"text\":\"pong\",\"timestamp\":%lld}\n\n",
-                             (long long)wall_ms());
-            if (sub_write_small(s, b, (size_t)n) < 0) return;
-        } else if (sub_write_small(s, ":\n\n", 3) < 0) {
+                             (long long)sg__wall_ms());
+            if (sg__sub_write_small(s, b, (size_t)n) < 0) return;
+        } else if (sg__sub_write_small(s, ":\n\n", 3) < 0) {
             return;
         }
     }
@@ -557,16 +471,15 @@ static void on_soft(sg_tentry_t *e)
 {
     sub_t *s = SG_CONTAINER_OF(e, sub_t, soft);
     s->over_soft = 0;
-    if (s->blocked && sub_lag(s) > s->p->m->cfg.lag_soft)
-        sub_cut(s, SG_CUT_SOFT);
+    if (s->blocked && sub_lag(s) > s->p->m->cfg.lag_soft) sub_cut(s, SG_CUT_SOFT);
 }
 
 /* A subscriber on a response whose head the caller already started. */
-static sub_t *sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_t next_id)
+sub_t *sg__sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_t next_id)
 {
     sg_procs_t *m = p->m;
     sub_t *s = sg_xcalloc(1, sizeof(*s));
-    s->p = proc_ref(p);
+    s->p = sg__proc_ref(p);
     s->req = req;
     s->execd = (uint8_t)execd;
     s->raw = (uint8_t)raw;
@@ -592,7 +505,7 @@ static sub_t *sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_
     return s;
 }
 
-static int start_event_stream(sg_http_req_t *req, int execd)
+int sg__start_event_stream(sg_http_req_t *req, int execd)
 {
     sg_hdrs_t h;
     sg_hdrs_init(&h);
@@ -633,7 +546,7 @@ static void proc_named(proc_t *p, const char *json, size_t len)
     sg_procs_t *m = p->m;
     DLIST_DEL(m->pending, p);
     sg_sandbox_t *s = p->sbx;
-    proc_t *dup = find_proc(s, p->id);
+    proc_t *dup = sg__proc_find(s, p->id);
     if (dup) proc_unlink(dup); /* execd reused an id (a restarted execd): the newest wins */
     /* At the bound with every process running, it is kept anyway (the command runs); the
      * bound is enforced when a request arrives. */
@@ -641,13 +554,13 @@ static void proc_named(proc_t *p, const char *json, size_t len)
     DLIST_ADD(s->procs, p);
     s->nprocs++;
     p->linked = 1;
-    proc_ref(p);
+    sg__proc_ref(p);
     proc_append(p, "init", json, len, SG_PLOG_EVENT, 0, 0);
 
     sg_http_req_t *req = p->origin;
     if (!req) return;
     origin_detach(p);
-    if (start_event_stream(req, 1) < 0) {
+    if (sg__start_event_stream(req, 1) < 0) {
         sg_http_req_release(req);
         return;
     }
@@ -659,20 +572,21 @@ static void proc_named(proc_t *p, const char *json, size_t len)
         int n = snprintf(b, sizeof(b),
                          "{\"type\":\"ping\",\"text\":\"pong\",\"timestamp\":%lld}\n\n"
                          "{\"type\":\"execution_complete\",\"timestamp\":%lld}\n\n",
-                         (long long)wall_ms(), (long long)wall_ms());
+                         (long long)sg__wall_ms(), (long long)sg__wall_ms());
         sg_http_resp_write_copy(req, b, (size_t)n);
         sg_http_resp_end(req);
         return;
     }
-    sub_t *sub = sub_new(p, req, 1, p->origin_raw, 1);
+    sub_t *sub = sg__sub_new(p, req, 1, p->origin_raw, 1);
     p->origin_sub = sub;
-    sub_pump(sub); /* init */
+    sg__sub_pump(sub); /* init */
     if (sg_http_req_data(req) == sub) {
         /* execd sends ping right after init (docs/execd.md): so does the gateway. */
         char b[96];
-        int n = snprintf(b, sizeof(b), "{\"type\":\"ping\",\"text\":\"pong\",\"timestamp\":%lld}\n\n",
-                         (long long)wall_ms());
-        sub_write_small(sub, b, (size_t)n);
+        int n =
+            snprintf(b, sizeof(b), "{\"type\":\"ping\",\"text\":\"pong\",\"timestamp\":%lld}\n\n",
+                     (long long)sg__wall_ms());
+        sg__sub_write_small(sub, b, (size_t)n);
     }
 }
 
@@ -684,7 +598,7 @@ static int up_on_event(void *ud, const sg_sse_msg_t *msg)
     size_t n = msg->data_len;
     const char *t;
     size_t tl;
-    if (scan_str(j, n, "type", &t, &tl) < 0 || tl == 0 || tl > 48) return 0;
+    if (sg__scan_str(j, n, "type", &t, &tl) < 0 || tl == 0 || tl > 48) return 0;
     char type[64];
     memcpy(type, t, tl);
     type[tl] = '\0';
@@ -696,12 +610,12 @@ static int up_on_event(void *ud, const sg_sse_msg_t *msg)
     if (strcmp(type, "sandgate.raw") == 0) {
         const char *st, *d;
         size_t stl, dl;
-        int stream = scan_str(j, n, "stream", &st, &stl) == 0 && stl == 6 &&
-                             memcmp(st, "stderr", 6) == 0
-                         ? 2
-                         : 1;
-        uint32_t out = scan_str(j, n, "data_b64", &d, &dl) == 0 ? (uint32_t)b64_decoded_len(d, dl)
-                                                                 : 0;
+        int stream =
+            sg__scan_str(j, n, "stream", &st, &stl) == 0 && stl == 6 && memcmp(st, "stderr", 6) == 0
+                ? 2
+                : 1;
+        uint32_t out =
+            sg__scan_str(j, n, "data_b64", &d, &dl) == 0 ? (uint32_t)b64_decoded_len(d, dl) : 0;
         p->raw_seen = 1;
         proc_append(p, type, j, n, SG_PLOG_RAW, stream, out);
     } else if (strcmp(type, "stdout") == 0 || strcmp(type, "stderr") == 0) {
@@ -775,18 +689,18 @@ static void up_on_done(sg_http_creq_t *r, void *data, int err, const char *msg)
             } else {
                 char m[512];
                 snprintf(m, sizeof(m), "Could not reach the sandbox's execd: %s",
-                         err ? (msg ? msg : sg_strerror(err))
-                             : "its answer had no init event");
+                         err ? (msg ? msg : sg_strerror(err)) : "its answer had no init event");
                 sg_http_respond_error(req, 502, "GENERAL::UNKNOWN_ERROR", m);
             }
         }
     } else if (!p->finished) {
         char why[512];
-        snprintf(why, sizeof(why), "the stream from the sandbox's execd ended before the command: %s",
+        snprintf(why, sizeof(why),
+                 "the stream from the sandbox's execd ended before the command: %s",
                  err ? (msg ? msg : sg_strerror(err)) : "no final event");
         proc_lost(p, why);
     }
-    proc_unref(p);
+    sg__proc_unref(p);
 }
 
 static int want_raw(sg_http_req_t *req, const json_t *body)
@@ -831,8 +745,7 @@ static void on_command_body(sg_http_req_t *req, int err, const char *body, size_
     }
     if (make_room(m, s) < 0) {
         char msg[256];
-        snprintf(msg, sizeof(msg), "sandbox has %u running processes (--max-processes)",
-                 s->nprocs);
+        snprintf(msg, sizeof(msg), "sandbox has %u running processes (--max-processes)", s->nprocs);
         sg_http_respond_error(req, 503, "SANDBOX::TOO_MANY_PROCESSES", msg);
         json_decref(j);
         goto out;
@@ -864,8 +777,7 @@ static void on_command_body(sg_http_req_t *req, int err, const char *body, size_
      * line's text plus "\n": CR and invalid UTF-8 are not kept). A client that asked for raw
      * events gets them either way. */
     if (m->cfg.exact_output || p->origin_raw) sg_hdrs_addz(&h, "X-Sandgate-Raw", "1");
-    if (s->handle.access_token[0])
-        sg_hdrs_addz(&h, "X-EXECD-ACCESS-TOKEN", s->handle.access_token);
+    if (s->handle.access_token[0]) sg_hdrs_addz(&h, "X-EXECD-ACCESS-TOKEN", s->handle.access_token);
     const char *rid = sg_http_req_header(req, "X-Request-ID");
     if (rid) sg_hdrs_addz(&h, "X-Request-ID", rid);
     sg_http_creq_opts_t o;
@@ -887,7 +799,7 @@ static void on_command_body(sg_http_req_t *req, int err, const char *body, size_
     if (r < 0) {
         stats_state(SG_PROC_RUNNING, SG_PROC_FAILED);
         p->state = SG_PROC_FAILED;
-        proc_unref(p);
+        sg__proc_unref(p);
         sg_http_respond_error(req, r == SG_ETOOBIG ? 503 : 502, "GENERAL::UNKNOWN_ERROR",
                               "Could not connect to the backend sandbox");
         goto out;
@@ -908,430 +820,6 @@ void sg_procs_command(sg_procs_t *m, sg_sandbox_t *s, sg_http_req_t *req)
     if (sg_http_req_read_all(req, MAX_COMMAND_BODY, on_command_body, c) < 0) {
         sg_sbx_unref(s);
         free(c);
-        sg_http_req_release(req);
-    }
-}
-
-/* ------------------------------------------------------------------ output */
-
-/* The output bytes [from, end) still held, in one buffer (bounded by the log's size). */
-static sg_buf_t *collect_output(proc_t *p, uint64_t from)
-{
-    sg_plog_t *l = &p->log;
-    uint64_t first = sg_plog_first_out(l);
-    if (from < first) from = first;
-    size_t cap = from < l->out_end ? (size_t)(l->out_end - from) : 0;
-    sg_buf_t *b = sg_buf_new(cap ? cap : 1);
-    const sg_plog_ent_t *e = sg_plog_find_out(l, from);
-    for (; e; e = sg_plog_get(l, e->id + 1)) {
-        if (e->out_len == 0) continue;
-        const char *json = e->blk->data + e->off + e->json_off;
-        size_t jl = e->len - e->json_off - 2;
-        unsigned char *tmp = sg_xmalloc((size_t)e->out_len + 4);
-        size_t got = 0;
-        if (e->kind == SG_PLOG_RAW) {
-            const char *d;
-            size_t dl;
-            if (scan_str(json, jl, "data_b64", &d, &dl) == 0)
-                mbedtls_base64_decode(tmp, (size_t)e->out_len + 4, &got, (const unsigned char *)d,
-                                      dl);
-        } else {
-            json_t *o = json_loadb(json, jl, 0, NULL);
-            const char *txt = json_string_value(json_object_get(o, "text"));
-            size_t tl = json_string_length(json_object_get(o, "text"));
-            if (txt && tl + 1 <= e->out_len) {
-                memcpy(tmp, txt, tl);
-                tmp[tl] = '\n';
-                got = tl + 1;
-            }
-            json_decref(o);
-        }
-        if (got > e->out_len) got = e->out_len;
-        uint64_t skip = from > e->out_off ? from - e->out_off : 0;
-        if (skip < got && b->len + (got - skip) <= b->cap) {
-            memcpy(b->data + b->len, tmp + skip, got - skip);
-            b->len += got - skip;
-        }
-        free(tmp);
-    }
-    return b;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    if (!*s) return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno || *s == '-') return -1;
-    *out = v;
-    return 0;
-}
-
-static void respond_output(proc_t *p, sg_http_req_t *req, int execd_logs)
-{
-    char q[32];
-    uint64_t off = 0;
-    int n = sg_http_req_query_param(req, execd_logs ? "cursor" : "offset", q, sizeof(q));
-    if (n > 0 && parse_u64(q, &off) < 0) {
-        if (execd_logs) {
-            off = 0; /* unparsable -> 0, as Go */
-        } else {
-            sg_http_respond_error(req, 400, "PROCESS::INVALID_OFFSET",
-                                  "offset must be a non-negative integer");
-            return;
-        }
-    }
-    uint64_t first = sg_plog_first_out(&p->log);
-    char hv[32], fv[32];
-    snprintf(fv, sizeof(fv), "%llu", (unsigned long long)first);
-    if (!execd_logs && off < first) {
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "output before byte %llu is no longer kept (--process-log-bytes); the first "
-                 "available byte is %llu",
-                 (unsigned long long)first, (unsigned long long)first);
-        sg_hdrs_t h;
-        sg_hdrs_init(&h);
-        sg_hdrs_addz(&h, "X-Sandgate-First-Offset", fv);
-        json_t *body = json_pack("{s:s,s:s,s:I}", "code", "PROCESS::OUTPUT_EVICTED", "message",
-                                 msg, "first_offset", (json_int_t)first);
-        char *txt = json_dumps(body, JSON_COMPACT);
-        sg_hdrs_addz(&h, "Content-Type", "application/json");
-        sg_http_respond(req, 410, &h, txt, strlen(txt));
-        free(txt);
-        json_decref(body);
-        sg_hdrs_free(&h);
-        return;
-    }
-    sg_buf_t *b = off < p->log.out_end ? collect_output(p, off) : NULL;
-    uint64_t next = off < p->log.out_end ? p->log.out_end : off;
-    snprintf(hv, sizeof(hv), "%llu", (unsigned long long)next);
-    sg_hdrs_t h;
-    sg_hdrs_init(&h);
-    sg_hdrs_addz(&h, "Content-Type",
-                 execd_logs ? "text/plain; charset=utf-8" : "application/octet-stream");
-    sg_hdrs_addz(&h, execd_logs ? "EXECD-COMMANDS-TAIL-CURSOR" : "X-Sandgate-Next-Offset", hv);
-    sg_hdrs_addz(&h, "X-Sandgate-Running", p->finished ? "0" : "1");
-    sg_hdrs_addz(&h, "X-Sandgate-First-Offset", fv);
-    if (b)
-        sg_http_respond_buf(req, 200, &h, b, 0, b->len);
-    else
-        sg_http_respond(req, 200, &h, NULL, 0);
-    sg_buf_unref(b);
-    sg_hdrs_free(&h);
-}
-
-/* ------------------------------------------------------------------ JSON shapes */
-
-static json_t *time_or_null(int64_t us)
-{
-    if (!us) return json_null();
-    char t[40];
-    sg_sbx_format_time(us, t);
-    return json_string(t);
-}
-
-static json_t *proc_json(const proc_t *p)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(p->id));
-    json_object_set_new(o, "sandbox_id", json_string(p->sbx->id));
-    json_object_set_new(o, "command", json_string(p->command));
-    json_object_set_new(o, "background", json_boolean(p->background));
-    json_object_set_new(o, "state", json_string(sg_proc_state_name(p->state)));
-    json_object_set_new(o, "exit_code",
-                        p->has_exit ? json_integer(p->exit_code) : json_null());
-    if (p->error) json_object_set_new(o, "error", json_string(p->error));
-    json_object_set_new(o, "created_at", time_or_null(p->created_us));
-    json_object_set_new(o, "finished_at", time_or_null(p->finished_us));
-    json_object_set_new(o, "first_event_id", json_integer((json_int_t)p->log.first_id));
-    json_object_set_new(o, "last_event_id", json_integer((json_int_t)(p->log.next_id - 1)));
-    json_object_set_new(o, "output_bytes", json_integer((json_int_t)p->log.out_end));
-    json_object_set_new(o, "first_output_offset",
-                        json_integer((json_int_t)sg_plog_first_out(&p->log)));
-    json_object_set_new(o, "subscribers", json_integer(p->nsubs));
-    return o;
-}
-
-static void respond_json(sg_http_req_t *req, int status, json_t *b)
-{
-    sg_http_respond_json(req, status, b);
-    json_decref(b);
-}
-
-/* execd's GET /command/status/{id} shape (reference 2.7). */
-static void respond_status(proc_t *p, sg_http_req_t *req)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(p->id));
-    if (*p->command) json_object_set_new(o, "content", json_string(p->command));
-    json_object_set_new(o, "running", json_boolean(!p->finished));
-    if (p->finished && (p->has_exit || p->state != SG_PROC_EXITED))
-        json_object_set_new(o, "exit_code", json_integer(p->has_exit ? p->exit_code : 255));
-    if (p->error) json_object_set_new(o, "error", json_string(p->error));
-    json_object_set_new(o, "started_at", time_or_null(p->created_us));
-    if (p->finished_us) json_object_set_new(o, "finished_at", time_or_null(p->finished_us));
-    respond_json(req, 200, o);
-}
-
-int sg_procs_execd_get(sg_procs_t *m, sg_sandbox_t *s, sg_http_req_t *req, const char *path)
-{
-    (void)m;
-    char id[80];
-    int logs = 0;
-    if (strncmp(path, "/command/status/", 16) == 0 && !strchr(path + 16, '/')) {
-        snprintf(id, sizeof(id), "%s", path + 16);
-    } else if (strncmp(path, "/command/", 9) == 0) {
-        const char *a = path + 9, *sl = strchr(a, '/');
-        if (!sl || strcmp(sl, "/logs") != 0 || (size_t)(sl - a) >= sizeof(id)) return 0;
-        memcpy(id, a, (size_t)(sl - a));
-        id[sl - a] = '\0';
-        logs = 1;
-    } else {
-        return 0;
-    }
-    proc_t *p = find_proc(s, id);
-    if (!p) return 0;
-    if (logs)
-        respond_output(p, req, 1);
-    else
-        respond_status(p, req);
-    return 1;
-}
-
-/* ------------------------------------------------------------------ native API */
-
-static void stream_process(sg_procs_t *m, proc_t *p, sg_http_req_t *req)
-{
-    char v[32];
-    uint64_t next = 1;
-    const char *lei = sg_http_req_header(req, "Last-Event-ID");
-    int have_lei = 0;
-    if (sg_http_req_query_param(req, "last_event_id", v, sizeof(v)) >= 0) {
-        lei = v;
-    }
-    if (lei && *lei) {
-        uint64_t id;
-        if (parse_u64(lei, &id) < 0) {
-            sg_http_respond_error(req, 400, "PROCESS::INVALID_EVENT_ID",
-                                  "Last-Event-ID / last_event_id must be an event id (a "
-                                  "non-negative integer)");
-            return;
-        }
-        next = id + 1;
-        have_lei = 1;
-    }
-    char from[16];
-    if (!have_lei && sg_http_req_query_param(req, "from", from, sizeof(from)) >= 0) {
-        if (strcmp(from, "end") == 0)
-            next = p->log.next_id;
-        else if (strcmp(from, "start") != 0) {
-            sg_http_respond_error(req, 400, "PROCESS::INVALID_FROM", "from must be start or end");
-            return;
-        }
-    }
-    if (next > p->log.next_id) next = p->log.next_id; /* an id from the future: live from now */
-    char rv[8];
-    int raw = sg_http_req_query_param(req, "raw", rv, sizeof(rv)) >= 0 &&
-              (strcmp(rv, "1") == 0 || strcmp(rv, "true") == 0);
-    if (strcmp(sg_http_req_method(req), "HEAD") == 0) {
-        /* The head of a stream, without one: a HEAD never holds a subscriber. */
-        sg_hdrs_t h;
-        sg_hdrs_init(&h);
-        sg_hdrs_addz(&h, "Cache-Control", "no-cache");
-        sg_hdrs_addz(&h, "Content-Type", "text/event-stream");
-        sg_http_respond(req, p->finished && next >= p->log.next_id ? 204 : 200, &h, NULL, 0);
-        sg_hdrs_free(&h);
-        return;
-    }
-    if (p->finished && next >= p->log.next_id) {
-        /* Nothing more will come: 204 tells an EventSource to stop reconnecting. */
-        sg_http_respond(req, 204, NULL, NULL, 0);
-        return;
-    }
-    if (start_event_stream(req, 0) < 0) {
-        sg_http_req_release(req);
-        return;
-    }
-    char r[48];
-    int n = snprintf(r, sizeof(r), "retry: %u\n\n", (unsigned)m->cfg.retry_ms);
-    sg_http_resp_write_copy(req, r, (size_t)n);
-    sub_t *s = sub_new(p, req, 0, raw, next);
-    sub_pump(s);
-}
-
-typedef struct sig_ctx {
-    sg_http_req_t *req;
-    proc_t *p;
-    int status;
-    char *body;
-    size_t len;
-    char ctype[128];
-} sig_ctx_t;
-
-static void sig_on_response(sg_http_creq_t *r, void *data, int status, const sg_hdrs_t *hdrs)
-{
-    sig_ctx_t *c = data;
-    (void)r;
-    c->status = status;
-    const char *ct = sg_hdrs_get(hdrs, "content-type");
-    snprintf(c->ctype, sizeof(c->ctype), "%s", ct ? ct : "application/json");
-}
-
-static void sig_on_body(sg_http_creq_t *r, void *data, const char *d, size_t n)
-{
-    sig_ctx_t *c = data;
-    (void)r;
-    if (c->len + n > MAX_ERROR_BODY) n = MAX_ERROR_BODY - c->len;
-    c->body = sg_xrealloc(c->body, c->len + n + 1);
-    memcpy(c->body + c->len, d, n);
-    c->len += n;
-}
-
-static void sig_on_done(sg_http_creq_t *r, void *data, int err, const char *msg)
-{
-    sig_ctx_t *c = data;
-    (void)r;
-    if (err < 0) {
-        char m[512];
-        snprintf(m, sizeof(m), "Could not reach the sandbox's execd: %s",
-                 msg ? msg : sg_strerror(err));
-        sg_http_respond_error(c->req, 502, "GENERAL::UNKNOWN_ERROR", m);
-    } else {
-        if (c->status >= 200 && c->status < 300) c->p->signalled = 1;
-        sg_hdrs_t h;
-        sg_hdrs_init(&h);
-        sg_hdrs_addz(&h, "Content-Type", c->ctype);
-        sg_http_respond(c->req, c->status, &h, c->body, c->len);
-        sg_hdrs_free(&h);
-    }
-    proc_unref(c->p);
-    free(c->body);
-    free(c);
-}
-
-static void on_signal_body(sg_http_req_t *req, int err, const char *body, size_t len, void *ud)
-{
-    proc_t *p = ud;
-    if (err == SG_ETOOBIG) goto out;
-    if (err < 0) {
-        sg_http_req_release(req);
-        goto out;
-    }
-    json_t *j = json_loadb(body, len, 0, NULL);
-    json_t *sig = json_object_get(j, "signal");
-    if (!json_is_string(sig) && !json_is_integer(sig)) {
-        sg_http_respond_error(req, 400, "PROCESS::INVALID_SIGNAL",
-                              "body must be {\"signal\": name or number}, e.g. "
-                              "{\"signal\":\"SIGTERM\"}");
-        json_decref(j);
-        goto out;
-    }
-    if (p->finished || !p->sbx->has_handle) {
-        json_decref(j);
-        sg_http_respond_error(req, 409, "PROCESS::NOT_RUNNING", "the process is not running");
-        goto out;
-    }
-    json_t *up = json_pack("{s:O}", "signal", sig);
-    char *txt = json_dumps(up, JSON_COMPACT);
-    json_decref(up);
-    json_decref(j);
-    char target[160];
-    snprintf(target, sizeof(target), "/command/%s/signal", p->id);
-    sg_hdrs_t h;
-    sg_hdrs_init(&h);
-    sg_hdrs_addz(&h, "Content-Type", "application/json");
-    if (p->sbx->handle.access_token[0])
-        sg_hdrs_addz(&h, "X-EXECD-ACCESS-TOKEN", p->sbx->handle.access_token);
-    sig_ctx_t *c = sg_xcalloc(1, sizeof(*c));
-    c->req = req;
-    c->p = proc_ref(p);
-    sg_http_creq_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.method = "POST";
-    o.origin = p->sbx->handle.execd;
-    o.target = target;
-    o.headers = &h;
-    o.body = txt;
-    o.body_len = strlen(txt);
-    o.on_response = sig_on_response;
-    o.on_body = sig_on_body;
-    o.on_done = sig_on_done;
-    o.data = c;
-    int r = sg_http_request(p->m->client, &o, NULL);
-    sg_hdrs_free(&h);
-    free(txt);
-    if (r < 0) {
-        proc_unref(c->p);
-        free(c);
-        sg_http_respond_error(req, 502, "GENERAL::UNKNOWN_ERROR",
-                              "Could not connect to the backend sandbox");
-    }
-out:
-    proc_unref(p);
-}
-
-static int method_is(sg_http_req_t *req, const char *m)
-{
-    return strcmp(sg_http_req_method(req), m) == 0;
-}
-
-void sg_procs_route(sg_procs_t *m, sg_sandbox_t *s, sg_http_req_t *req, const char *sub)
-{
-    if (*sub == '\0' || strcmp(sub, "/") == 0) {
-        if (!method_is(req, "GET")) {
-            sg_http_respond_error(req, 405, "METHOD_NOT_ALLOWED", "Method Not Allowed");
-            return;
-        }
-        char st[32];
-        int want = -1;
-        if (sg_http_req_query_param(req, "state", st, sizeof(st)) >= 0 &&
-            (want = sg_proc_state_parse(st)) < 0) {
-            sg_http_respond_error(req, 400, "PROCESS::INVALID_STATE",
-                                  "state must be running, exited, failed, killed or lost");
-            return;
-        }
-        json_t *items = json_array();
-        for (proc_t *p = s->procs; p; p = p->next)
-            if (want < 0 || (int)p->state == want) json_array_append_new(items, proc_json(p));
-        respond_json(req, 200, json_pack("{s:o}", "items", items));
-        return;
-    }
-    const char *id = sub + 1;
-    const char *sl = strchr(id, '/');
-    size_t idl = sl ? (size_t)(sl - id) : strlen(id);
-    const char *rest = sl ? sl : "";
-    char idbuf[80];
-    proc_t *p = NULL;
-    if (idl > 0 && idl < sizeof(idbuf)) {
-        memcpy(idbuf, id, idl);
-        idbuf[idl] = '\0';
-        p = find_proc(s, idbuf);
-    }
-    int known = !*rest || !strcmp(rest, "/stream") || !strcmp(rest, "/output") ||
-                !strcmp(rest, "/signal");
-    if (!known) {
-        sg_http_respond_error(req, 404, "NOT_FOUND", "no such route");
-        return;
-    }
-    const char *want_m = strcmp(rest, "/signal") == 0 ? "POST" : "GET";
-    if (!method_is(req, want_m) && !(strcmp(want_m, "GET") == 0 && method_is(req, "HEAD"))) {
-        sg_http_respond_error(req, 405, "METHOD_NOT_ALLOWED", "Method Not Allowed");
-        return;
-    }
-    if (!p) {
-        sg_http_respond_error(req, 404, "PROCESS::NOT_FOUND", "Process not found.");
-        return;
-    }
-    if (!*rest)
-        respond_json(req, 200, proc_json(p));
-    else if (strcmp(rest, "/stream") == 0)
-        stream_process(m, p, req);
-    else if (strcmp(rest, "/output") == 0)
-        respond_output(p, req, 0);
-    else if (sg_http_req_read_all(req, MAX_SIGNAL_BODY, on_signal_body, proc_ref(p)) < 0) {
-        proc_unref(p);
         sg_http_req_release(req);
     }
 }
@@ -1444,11 +932,12 @@ size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
     p->dec_init = 1;
     /* Fed in two pieces split where the first byte says, as reads would split it. */
     size_t cut = len ? data[0] % (len + 1) : 0;
-    if (sg_sse_decoder_feed(&p->dec, data, cut) == 0) sg_sse_decoder_feed(&p->dec, data + cut, len - cut);
+    if (sg_sse_decoder_feed(&p->dec, data, cut) == 0)
+        sg_sse_decoder_feed(&p->dec, data + cut, len - cut);
     sg_sse_decoder_finish(&p->dec);
     size_t got = 0;
     if (p->linked) {
-        sg_buf_t *b = collect_output(p, 0);
+        sg_buf_t *b = sg__proc_collect_output(p, 0);
         got = b->len;
         sg_buf_unref(b);
         sg_procs_drop_sandbox(&m, s, 1);
@@ -1457,7 +946,7 @@ size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
         stats_state(p->state, SG_PROC_FAILED);
         p->state = SG_PROC_FAILED;
     }
-    proc_unref(p);
+    sg__proc_unref(p);
     s->linked = 0;
     sg_sbx_unref(s);
     return got;

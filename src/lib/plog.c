@@ -8,7 +8,7 @@
 #include "sandgate/common.h"
 
 #define ENT_AT(l, i) (&(l)->v[((l)->head + (i)) & ((l)->cap - 1)]) /* cap: a power of 2 */
-#define PLOG_BLOCK (64u * 1024u)
+#define PLOG_BLOCK   (64u * 1024u)
 
 void sg_plog_init(sg_plog_t *l, uint64_t max_bytes)
 {

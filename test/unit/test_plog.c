@@ -24,7 +24,8 @@ static void test_frames_and_ids(void **state)
     sg_plog_init(&l, 1 << 20);
     assert_null(sg_plog_get(&l, 1));
     assert_int_equal(add(&l, "init", "{\"type\":\"init\",\"text\":\"x\"}", SG_PLOG_EVENT, 0), 1);
-    assert_int_equal(add(&l, "stdout", "{\"type\":\"stdout\",\"text\":\"hi\"}", SG_PLOG_EVENT, 3), 2);
+    assert_int_equal(add(&l, "stdout", "{\"type\":\"stdout\",\"text\":\"hi\"}", SG_PLOG_EVENT, 3),
+                     2);
     const sg_plog_ent_t *e = sg_plog_get(&l, 2);
     assert_non_null(e);
     const char want[] = "id: 2\nevent: stdout\ndata: {\"type\":\"stdout\",\"text\":\"hi\"}\n\n";
