@@ -21,6 +21,9 @@
 # Scenarios, per round (rounds interleave everything so drift hits both servers alike):
 #   fanout  for N in --subscribers (1000 10000) and R in --rates (100 1000 5000 events/s):
 #           events = min(R * duration, deliveries cap / N) (bounded runs), both servers
+#   size    throughput vs payload size: --size-config (1000x1000) with --sizes (128 1024
+#           8192 B; quick: 8192), events capped so one run moves at most 2 GB of bodies; keys
+#           fanout-N-R-sS; the stamp writes events of the run's size
 #   idle    N in (1000 10000) subscribers held --hold, then one probe event: RSS per subscriber
 #   slow    1000 subscribers, 10 % stop reading, 1 KiB events at 1000/s: the others' p99 and
 #           the server's memory growth
@@ -40,7 +43,7 @@
 #   bench/fanout-sandgate.sh [--quick] [--rounds N] [--subscribers "1000 10000"]
 #                            [--rates "100 1000 5000"] [--duration-ms MS] [--servers LIST]
 #                            [--generators 1|2] [--generator-check "NxR ..."] [--no-slow]
-#                            [--no-idle] [--out FILE]
+#                            [--no-idle] [--sizes "128 1024 8192"] [--size-config NxR] [--out FILE]
 # Writes bench/results/fanout-sandgate.json: every run's sandgate-bench document and medians
 # per server and configuration. Uses $SG_BIN_DIR (default build-rel). Loopback only; every
 # run is bounded (connect 60 s, drain 90 s, the stamp's start wait 120 s, timeout 300 per
@@ -50,22 +53,25 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${SG_BIN_DIR:-$root/build-rel}
 rounds=3 dur_ms=2000 max_deliv=3000000 size=128 no_slow=
 subs_list="1000 10000" rates="100 1000 5000" idle_list="1000 10000" slow_subs=1000 slow_rate=1000 hold=2s
+size_cfg=1000x1000 sizes="128 1024 8192" max_bytes=2000000000
 servers="nchan sandgate" generators=1 gen_check="1000x1000 10000x100"
 out=$root/bench/results/fanout-sandgate.json
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s gen_check="1000x1000" ;;
+    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s gen_check="1000x1000" sizes="8192" ;;
     --generators) generators=$2; shift; [ "$generators" = 1 ] || [ "$generators" = 2 ] || { echo "--generators: 1 or 2" >&2; exit 2; } ;;
     --generator-check) gen_check=$2; shift ;;
     --no-slow) no_slow=1 ;;
     --no-idle) idle_list= ;;
+    --sizes) sizes=$2; shift ;;
+    --size-config) size_cfg=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --subscribers) subs_list=$2; shift ;;
     --rates) rates=$2; shift ;;
     --duration-ms) dur_ms=$2; shift ;;
     --servers) servers=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate\"] [--generators 1|2] [--generator-check \"NxR ...\"] [--no-slow] [--no-idle] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate\"] [--generators 1|2] [--generator-check \"NxR ...\"] [--no-slow] [--no-idle] [--sizes LIST] [--size-config NxR] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -139,9 +145,12 @@ run() { # server name scenario subscribers events rate [extra bench args...]
     stop_nginx
   else
     start_sandgate
-    local pid sev=$ev
+    local pid sev=$ev ssize=$size a prev=
     [ "$scen" = idle ] && sev=1
-    pid=$(start_stamp "$name" --events "$sev" --rate "$rate" --size "$size" "${STAMP_EXTRA[@]}") ||
+    # the stamp writes the events, so it takes the run's event size (a later --size wins, as
+    # in the bench's flags: slow and the size sweep pass their own)
+    for a in "$@"; do [ "$prev" = --size ] && ssize=$a; prev=$a; done
+    pid=$(start_stamp "$name" --events "$sev" --rate "$rate" --size "$ssize") ||
       { echo "   (stamp did not start)" >&2; gw_stop; return 0; }
     timeout 300 "${pin1[@]}" "$bin/sandgate-bench" "$scen" --sub-url "$GW_URL/v1/sandboxes/$SID/processes/$pid/stream" \
       --pub-url none --clock realtime --ready-file "$vol/ready-$name" \
@@ -157,7 +166,6 @@ run() { # server name scenario subscribers events rate [extra bench args...]
   fi
   [ -f "$f" ] && node -e 'const d=JSON.parse(require("fs").readFileSync(process.argv[1]));const l=d.latency_ms.delivery,c=d.counts;console.error(`   ok=${d.ok} ${c.deliveries}/${c.deliveries_expected} deliveries, ${Math.round(d.throughput.deliveries_per_s)}/s, p50 ${l.p50?.toFixed(2)} p99 ${l.p99?.toFixed(2)} max ${l.max?.toFixed(2)} ms, gaps ${c.gaps}, errors ${d.errors.total}, cpu bench ${d.cpu.bench?.util?.toFixed(2)} server ${d.cpu.server?.util?.toFixed(2)}`)' "$f" || true
 }
-STAMP_EXTRA=()
 
 # run2 server name subscribers events rate: the same fan-out as `run ... fanout`, measured by
 # two sandgate-bench processes holding half the subscribers each (both on core 1, both
@@ -238,6 +246,18 @@ for r in $(seq "$rounds"); do
     [ $have = yes ] || for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; done
     for s in "${order[@]}"; do run2 "$s" "fanout-$n-$rate-g2-r$r" "$n" "$ev" "$rate"; done
   done
+  # throughput vs payload size: one configuration, event sizes --sizes (the run at the default
+  # size is the main loop's when it made it); events also capped so a run moves at most
+  # max_bytes of event bodies to the subscribers
+  n=${size_cfg%x*} rate=${size_cfg#*x}
+  for sz in $sizes; do
+    if [ "$sz" = "$size" ] && [ "$generators" = 1 ]; then
+      case " $subs_list " in *" $n "*) case " $rates " in *" $rate "*) continue ;; esac ;; esac
+    fi
+    ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap
+    cap=$(( max_bytes / (n * sz) )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
+    for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-s$sz-r$r" fanout "$n" "$ev" "$rate" --size "$sz"; done
+  done
   sev=$(( slow_rate * dur_ms / 1000 ))
   [ -z "$no_slow" ] && for s in "${order[@]}"; do run "$s" "slow-$slow_subs-r$r" slow "$slow_subs" "$sev" "$slow_rate" --slow-fraction 0.1 --size 1024; done
   for n in $idle_list; do
@@ -249,7 +269,7 @@ echo "runs took $(( $(date +%s) - t_start )) s" >&2
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 steal_ticks=$(( $(awk '/^cpu /{print $9}' /proc/stat) - steal_start ))
 mkdir -p "$(dirname "$out")"
-GENERATORS=$generators GEN_CHECK=$gen_check STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$dur_ms" "$max_deliv" "$size" \
+GENERATORS=$generators GEN_CHECK=$gen_check SIZES=$sizes SIZE_CFG=$size_cfg STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$dur_ms" "$max_deliv" "$size" \
   "$(nginx -v 2>&1)" "$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)" \
   "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'JS'
 const fs = require('fs'), path = require('path'), os = require('os');
@@ -318,7 +338,7 @@ const doc = {
     loadavg_start: process.env.LOAD_START, loadavg_end: process.env.LOAD_END, steal_ticks: +process.env.STEAL,
     note: 'shared machine: other sessions run builds and tests concurrently; quote medians' },
   params: { rounds: +rounds, duration_ms: +durMs, max_deliveries_per_run: +maxDeliv, size: +size,
-    generators: +process.env.GENERATORS, generator_check: process.env.GEN_CHECK },
+    generators: +process.env.GENERATORS, generator_check: process.env.GEN_CHECK, sizes: process.env.SIZES, size_config: process.env.SIZE_CFG },
   targets: { fanout: 'sandgate deliveries/s >= 2x Nchan at equal or better p99', idle: '< 2048 B of gateway RSS per idle subscriber' },
   summary, ratios, runs,
 };
