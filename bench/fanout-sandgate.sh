@@ -22,7 +22,7 @@
 #   fanout  for N in --subscribers (1000 10000) and R in --rates (100 1000 5000 events/s):
 #           events = min(R * duration, deliveries cap / N) (bounded runs), both servers
 #   size    throughput vs payload size: --size-config (1000x1000) with --sizes (128 1024
-#           8192 B; quick: 8192), events capped so one run moves at most 2 GB of bodies; keys
+#           8192 B; quick: 1024), events capped so one run moves at most 2 GB of bodies; keys
 #           fanout-N-R-sS; the stamp writes events of the run's size
 #   idle    N in (1000 10000) subscribers held --hold, then one probe event: RSS per subscriber
 #   slow    1000 subscribers, 10 % stop reading, 1 KiB events at 1000/s: the others' p99 and
@@ -58,7 +58,7 @@ servers="nchan sandgate" generators=1 gen_check="1000x1000 10000x100"
 out=$root/bench/results/fanout-sandgate.json
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s gen_check="1000x1000" sizes="8192" ;;
+    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s gen_check="1000x1000" sizes="1024" ;;
     --generators) generators=$2; shift; [ "$generators" = 1 ] || [ "$generators" = 2 ] || { echo "--generators: 1 or 2" >&2; exit 2; } ;;
     --generator-check) gen_check=$2; shift ;;
     --no-slow) no_slow=1 ;;

@@ -4,7 +4,8 @@
 # Both servers answer GET /health with the same 20-byte JSON body and keep-alive. Each server
 # is pinned to core 0 and wrk to core 1 (2-core machines), servers run one worker / one
 # thread, access logs are off on both. Rounds alternate sandgate / nginx so drift on a shared
-# machine hits both alike; the report quotes the median round of each and their ratio.
+# machine hits both alike; the report quotes the median round of each and their ratio. CPU
+# (cores used over a run, medians) is recorded for the server (nginx: master + worker) and wrk.
 #
 #   bench/http-baseline.sh [--quick] [--out FILE]
 #

@@ -113,7 +113,7 @@ function plotFanout(fs2, dir) {
       if (!rows.length) continue;
       sc += block(`${name}_size`, rows);
       parts.push(`$${name}_size using 1:2 with linespoints lc rgb "${COLOR[name]}" pt 7 ps 1.3 title "${name}"`);
-      parts.push(`$${name}_size using 1:($4 ? NaN : $2) with points lc rgb "black" pt 6 ps 2.5 notitle`);
+      parts.push(`$${name}_size using 1:($4 > 0.5 ? NaN : $2) with points lc rgb "black" pt 6 ps 2.5 notitle`);
     }
     sc += 'set logscale x 2\nset xlabel "event body size (bytes)"\nset ylabel "delivered MB/s of event bodies (10^6 B)"\nset yrange [0:*]\n';
     sc += 'set label 1 "circled: not every run was ok (see the table)" at graph 0.02, graph 0.72 font ",8"\n';
