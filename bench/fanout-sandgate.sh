@@ -21,16 +21,29 @@
 # Scenarios, per round (rounds interleave everything so drift hits both servers alike):
 #   fanout  for N in --subscribers (1000 10000) and R in --rates (100 1000 5000 events/s):
 #           events = min(R * duration, deliveries cap / N) (bounded runs), both servers
+#   size    throughput vs payload size: --size-config (1000x1000) with --sizes (128 1024
+#           8192 B; quick: 1024), events capped so one run moves at most 2 GB of bodies; keys
+#           fanout-N-R-sS; the stamp writes events of the run's size
 #   idle    N in (1000 10000) subscribers held --hold, then one probe event: RSS per subscriber
 #   slow    1000 subscribers, 10 % stop reading, 1 KiB events at 1000/s: the others' p99 and
 #           the server's memory growth
-# Pinning (2 cores): the server (nginx worker / the gateway) on core 0; the bench on core 1,
-# with the publisher (the bench itself for Nchan; the sandbox's stamp and execd for sandgate).
+#   generators (the load generator is not the bottleneck) for N x R in --generator-check
+#           ("1000x1000 10000x100"; quick: "1000x1000"), both servers, the same fan-out measured
+#           by one sandgate-bench process and by two (run2 below: half the subscribers each,
+#           one publisher as in a one-generator run, documents merged by
+#           bench/merge-generators.js); keys fanout-N-R-g2. --generators 2 makes every fanout
+#           run a two-generator run. idle and slow always use one generator (per-subscriber
+#           memory and the stalled fraction are one process's view).
+# Pinning (2 cores): the server (nginx worker / the gateway) on core 0; the bench on core 1
+# (both generators of a two-generator run share it), with the publisher (the bench itself for
+# Nchan; the sandbox's stamp and execd for sandgate).
 # Server CPU and RSS are nginx master + worker, or the gateway process alone (its sandbox is
 # the publisher, --no-server-descendants).
 #
 #   bench/fanout-sandgate.sh [--quick] [--rounds N] [--subscribers "1000 10000"]
-#                            [--rates "100 1000 5000"] [--duration-ms MS] [--out FILE]
+#                            [--rates "100 1000 5000"] [--duration-ms MS] [--servers LIST]
+#                            [--generators 1|2] [--generator-check "NxR ..."] [--no-slow]
+#                            [--no-idle] [--sizes "128 1024 8192"] [--size-config NxR] [--out FILE]
 # Writes bench/results/fanout-sandgate.json: every run's sandgate-bench document and medians
 # per server and configuration. Uses $SG_BIN_DIR (default build-rel). Loopback only; every
 # run is bounded (connect 60 s, drain 90 s, the stamp's start wait 120 s, timeout 300 per
@@ -38,20 +51,27 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${SG_BIN_DIR:-$root/build-rel}
-rounds=3 dur_ms=2000 max_deliv=3000000 size=128
+rounds=3 dur_ms=2000 max_deliv=3000000 size=128 no_slow=
 subs_list="1000 10000" rates="100 1000 5000" idle_list="1000 10000" slow_subs=1000 slow_rate=1000 hold=2s
-servers="nchan sandgate"
+size_cfg=1000x1000 sizes="128 1024 8192" max_bytes=2000000000
+servers="nchan sandgate" generators=1 gen_check="1000x1000 10000x100"
 out=$root/bench/results/fanout-sandgate.json
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s ;;
+    --quick) rounds=1 dur_ms=1000 max_deliv=2000000 subs_list="1000" rates="100 1000 5000" idle_list="1000" hold=1s gen_check="1000x1000" sizes="1024" ;;
+    --generators) generators=$2; shift; [ "$generators" = 1 ] || [ "$generators" = 2 ] || { echo "--generators: 1 or 2" >&2; exit 2; } ;;
+    --generator-check) gen_check=$2; shift ;;
+    --no-slow) no_slow=1 ;;
+    --no-idle) idle_list= ;;
+    --sizes) sizes=$2; shift ;;
+    --size-config) size_cfg=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --subscribers) subs_list=$2; shift ;;
     --rates) rates=$2; shift ;;
     --duration-ms) dur_ms=$2; shift ;;
     --servers) servers=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate\"] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate\"] [--generators 1|2] [--generator-check \"NxR ...\"] [--no-slow] [--no-idle] [--sizes LIST] [--size-config NxR] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -125,9 +145,12 @@ run() { # server name scenario subscribers events rate [extra bench args...]
     stop_nginx
   else
     start_sandgate
-    local pid sev=$ev
+    local pid sev=$ev ssize=$size a prev=
     [ "$scen" = idle ] && sev=1
-    pid=$(start_stamp "$name" --events "$sev" --rate "$rate" --size "$size" "${STAMP_EXTRA[@]}") ||
+    # the stamp writes the events, so it takes the run's event size (a later --size wins, as
+    # in the bench's flags: slow and the size sweep pass their own)
+    for a in "$@"; do [ "$prev" = --size ] && ssize=$a; prev=$a; done
+    pid=$(start_stamp "$name" --events "$sev" --rate "$rate" --size "$ssize") ||
       { echo "   (stamp did not start)" >&2; gw_stop; return 0; }
     timeout 300 "${pin1[@]}" "$bin/sandgate-bench" "$scen" --sub-url "$GW_URL/v1/sandboxes/$SID/processes/$pid/stream" \
       --pub-url none --clock realtime --ready-file "$vol/ready-$name" \
@@ -143,7 +166,62 @@ run() { # server name scenario subscribers events rate [extra bench args...]
   fi
   [ -f "$f" ] && node -e 'const d=JSON.parse(require("fs").readFileSync(process.argv[1]));const l=d.latency_ms.delivery,c=d.counts;console.error(`   ok=${d.ok} ${c.deliveries}/${c.deliveries_expected} deliveries, ${Math.round(d.throughput.deliveries_per_s)}/s, p50 ${l.p50?.toFixed(2)} p99 ${l.p99?.toFixed(2)} max ${l.max?.toFixed(2)} ms, gaps ${c.gaps}, errors ${d.errors.total}, cpu bench ${d.cpu.bench?.util?.toFixed(2)} server ${d.cpu.server?.util?.toFixed(2)}`)' "$f" || true
 }
-STAMP_EXTRA=()
+
+# run2 server name subscribers events rate: the same fan-out as `run ... fanout`, measured by
+# two sandgate-bench processes holding half the subscribers each (both on core 1, both
+# measuring every delivery with --latency-buckets), merged by bench/merge-generators.js into
+# one document (deliveries summed over the union window, latency from the merged histograms).
+# The publisher stays one: sandgate's stamp in the sandbox starts once both generators have
+# written their ready files; for Nchan generator 2 subscribes first (--pub-url none, it only
+# reads) and generator 1, which publishes as in `run`, starts when generator 2 is ready.
+run2() {
+  local server=$1 name=$2 n=$3 ev=$4 rate=$5
+  local f="$tmp/runs/$server-$name.json" g1="$tmp/g1-$name.json" g2="$tmp/g2-$name.json" n1=$(( (n + 1) / 2 )) n2=$(( n / 2 ))
+  local common=(--events "$ev" --rate "$rate" "${bench_common[@]}" --latency-buckets --quiet)
+  echo "== $server $name (fanout, 2 generators: $n1 + $n2 subscribers, $ev events at $rate/s)" >&2
+  rm -f "$g1" "$g2"
+  if [ "$server" = nchan ]; then
+    start_nginx
+    local ch="$name-$$"
+    timeout 300 "${pin1[@]}" "$bin/sandgate-bench" fanout --sub-url "$U/sub?id=$ch" --pub-url none --clock monotonic \
+      --ready-file "$tmp/ready2-$name" --subscribers "$n2" "${common[@]}" --server-pid "$ngpid" --out "$g2" &
+    local p2=$!
+    for _ in $(seq 1200); do [ -f "$tmp/ready2-$name" ] || ! kill -0 "$p2" 2>/dev/null && break; sleep 0.05; done
+    timeout 300 "${pin1[@]}" "$bin/sandgate-bench" fanout --sub-url "$U/sub?id=$ch" --pub-url "$U/pub?id=$ch" \
+      --subscribers "$n1" "${common[@]}" --server-pid "$ngpid" --out "$g1" || echo "   (generator 1 not ok)" >&2
+    wait "$p2" || echo "   (generator 2 not ok)" >&2
+    stop_nginx
+  else
+    start_sandgate
+    local pid
+    pid=$(start_stamp "$name" --events "$ev" --rate "$rate" --size "$size") ||
+      { echo "   (stamp did not start)" >&2; gw_stop; return 0; }
+    local url="$GW_URL/v1/sandboxes/$SID/processes/$pid/stream" gen=()
+    for i in 1 2; do
+      local ni=$n1; [ $i = 2 ] && ni=$n2
+      timeout 300 "${pin1[@]}" "$bin/sandgate-bench" fanout --sub-url "$url" --pub-url none --clock realtime \
+        --ready-file "$vol/ready-$name.g$i" --subscribers "$ni" "${common[@]}" \
+        --server-pid "$GW_PID" --no-server-descendants --out "$tmp/g$i-$name.json" &
+      gen+=($!)
+    done
+    # the stamp starts when both are in (bounded like the stamp's own wait)
+    for _ in $(seq 2400); do
+      [ -f "$vol/ready-$name.g1" ] && [ -f "$vol/ready-$name.g2" ] && break
+      kill -0 "${gen[0]}" 2>/dev/null || kill -0 "${gen[1]}" 2>/dev/null || break
+      sleep 0.05
+    done
+    touch "$vol/ready-$name"
+    wait "${gen[0]}" || echo "   (generator 1 not ok)" >&2
+    wait "${gen[1]}" || echo "   (generator 2 not ok)" >&2
+    gw_stop
+  fi
+  if [ -f "$g1" ] && [ -f "$g2" ]; then
+    node "$root/bench/merge-generators.js" "$f" "$g1" "$g2" || echo "   (merge failed)" >&2
+  else
+    echo "   (a generator wrote no document)" >&2
+  fi
+  [ -f "$f" ] && node -e 'const d=JSON.parse(require("fs").readFileSync(process.argv[1]));const l=d.latency_ms.delivery,c=d.counts;console.error(`   ok=${d.ok} ${c.deliveries}/${c.deliveries_expected} deliveries, ${Math.round(d.throughput.deliveries_per_s)}/s, p50 ${l.p50?.toFixed(2)} p99 ${l.p99?.toFixed(2)} max ${l.max?.toFixed(2)} ms, cpu bench ${d.cpu.bench.util?.toFixed(2)} (2 processes) server ${d.cpu.server.util?.toFixed(2)}; per generator: ${d.generators.map((g)=>`${Math.round(g.deliveries_per_s)}/s p99 ${g.delivery_ms.p99?.toFixed(2)}`).join(", ")}`)' "$f" || true
+}
 
 t_start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -154,11 +232,34 @@ for r in $(seq "$rounds"); do
   for n in $subs_list; do
     for rate in $rates; do
       ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
-      for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; done
+      for s in "${order[@]}"; do
+        if [ "$generators" = 2 ]; then run2 "$s" "fanout-$n-$rate-g2-r$r" "$n" "$ev" "$rate"; else run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; fi
+      done
     done
   done
+  # the load generator is not the bottleneck: the same configurations measured by two generators
+  for nr in $gen_check; do
+    n=${nr%x*} rate=${nr#*x}
+    ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
+    have=no # the one-generator figure of this configuration, unless the main loop made it
+    case " $subs_list " in *" $n "*) case " $rates " in *" $rate "*) [ "$generators" = 1 ] && have=yes ;; esac ;; esac
+    [ $have = yes ] || for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; done
+    for s in "${order[@]}"; do run2 "$s" "fanout-$n-$rate-g2-r$r" "$n" "$ev" "$rate"; done
+  done
+  # throughput vs payload size: one configuration, event sizes --sizes (the run at the default
+  # size is the main loop's when it made it); events also capped so a run moves at most
+  # max_bytes of event bodies to the subscribers
+  n=${size_cfg%x*} rate=${size_cfg#*x}
+  for sz in $sizes; do
+    if [ "$sz" = "$size" ] && [ "$generators" = 1 ]; then
+      case " $subs_list " in *" $n "*) case " $rates " in *" $rate "*) continue ;; esac ;; esac
+    fi
+    ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap
+    cap=$(( max_bytes / (n * sz) )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
+    for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-s$sz-r$r" fanout "$n" "$ev" "$rate" --size "$sz"; done
+  done
   sev=$(( slow_rate * dur_ms / 1000 ))
-  for s in "${order[@]}"; do run "$s" "slow-$slow_subs-r$r" slow "$slow_subs" "$sev" "$slow_rate" --slow-fraction 0.1 --size 1024; done
+  [ -z "$no_slow" ] && for s in "${order[@]}"; do run "$s" "slow-$slow_subs-r$r" slow "$slow_subs" "$sev" "$slow_rate" --slow-fraction 0.1 --size 1024; done
   for n in $idle_list; do
     for s in "${order[@]}"; do run "$s" "idle-$n-r$r" idle "$n" 1 100 --hold "$hold"; done
   done
@@ -168,7 +269,7 @@ echo "runs took $(( $(date +%s) - t_start )) s" >&2
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 steal_ticks=$(( $(awk '/^cpu /{print $9}' /proc/stat) - steal_start ))
 mkdir -p "$(dirname "$out")"
-STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$dur_ms" "$max_deliv" "$size" \
+GENERATORS=$generators GEN_CHECK=$gen_check SIZES=$sizes SIZE_CFG=$size_cfg STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$dur_ms" "$max_deliv" "$size" \
   "$(nginx -v 2>&1)" "$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)" \
   "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'JS'
 const fs = require('fs'), path = require('path'), os = require('os');
@@ -183,7 +284,8 @@ for (const r of runs) {
 }
 const summarize = (rs) => {
   const m = (f) => med(rs.map((r) => { try { return f(r); } catch { return null; } }));
-  const s = { scenario: rs[0].scenario, rounds: rs.length, ok_runs: rs.filter((r) => r.ok).length, subscribers: rs[0].params.subscribers };
+  const s = { scenario: rs[0].scenario, rounds: rs.length, ok_runs: rs.filter((r) => r.ok).length, subscribers: rs[0].params.subscribers,
+    generators: rs[0].generators_merged || 1 };
   if (s.scenario !== 'idle') {
     Object.assign(s, {
       rate: rs[0].params.rate, events: rs[0].params.events, size: rs[0].params.size,
@@ -235,7 +337,8 @@ const doc = {
     pinned: os.cpus().length >= 2 ? 'server core 0; bench and publisher (sandgate: the sandbox) core 1' : 'no',
     loadavg_start: process.env.LOAD_START, loadavg_end: process.env.LOAD_END, steal_ticks: +process.env.STEAL,
     note: 'shared machine: other sessions run builds and tests concurrently; quote medians' },
-  params: { rounds: +rounds, duration_ms: +durMs, max_deliveries_per_run: +maxDeliv, size: +size },
+  params: { rounds: +rounds, duration_ms: +durMs, max_deliveries_per_run: +maxDeliv, size: +size,
+    generators: +process.env.GENERATORS, generator_check: process.env.GEN_CHECK, sizes: process.env.SIZES, size_config: process.env.SIZE_CFG },
   targets: { fanout: 'sandgate deliveries/s >= 2x Nchan at equal or better p99', idle: '< 2048 B of gateway RSS per idle subscriber' },
   summary, ratios, runs,
 };

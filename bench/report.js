@@ -6,12 +6,24 @@ const fs = require('fs');
 const path = require('path');
 
 const root = path.resolve(__dirname, '..');
-const resultsDir = path.join(root, 'bench', 'results');
-const out = path.join(root, 'docs', 'benchmarks.md');
+// BENCH_RESULTS / BENCH_REPORT override both ends (to check the report on a scratch run);
+// the plots always go to docs/img/ next to docs/benchmarks.md.
+const resultsDir = process.env.BENCH_RESULTS || path.join(root, 'bench', 'results');
+const out = process.env.BENCH_REPORT || path.join(root, 'docs', 'benchmarks.md');
 
 function load(name) {
   const f = path.join(resultsDir, name + '.json');
   return fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, 'utf8')) : null;
+}
+const { makePlots, parseKey } = require('./plots');
+const plots = Object.fromEntries(makePlots(load, path.join(path.dirname(out), 'img')).map((p) => [p.name, p]));
+// ![..](img/X.png), or a note saying why the plot is not there
+function img(lines, name, caption) {
+  const p = plots[name];
+  if (!p) return;
+  if (p.err) lines.push(`*(plot \`${name}\` skipped: ${p.err})*`);
+  else lines.push(`![${caption}](img/${name})`);
+  lines.push('');
 }
 const fmt = (n, d = 0) => (n === null || n === undefined ? 'n/a' : Number(n).toLocaleString('en-US', {maximumFractionDigits: d, minimumFractionDigits: d}));
 
@@ -35,13 +47,17 @@ if (hb) {
   lines.push('`GET /health` (20-byte JSON body, keep-alive), server pinned to core 0, wrk to core 1, one');
   lines.push(`worker each, access logs off; ${hb.params.rounds} alternating rounds, medians.`);
   lines.push('');
-  lines.push('| server | req/s | p50 | p99 |');
-  lines.push('|---|---:|---:|---:|');
-  lines.push(`| sandgate | ${fmt(hb.sandgate.median.rps)} | ${fmt(hb.sandgate.median.p50_us)} µs | ${fmt(hb.sandgate.median.p99_us)} µs |`);
-  lines.push(`| nginx 1.22 (\`return 200\`) | ${fmt(hb.nginx.median.rps)} | ${fmt(hb.nginx.median.p50_us)} µs | ${fmt(hb.nginx.median.p99_us)} µs |`);
+  lines.push('| server | req/s | p50 | p99 | server CPU | wrk CPU |');
+  lines.push('|---|---:|---:|---:|---:|---:|');
+  const sm = hb.sandgate.median, nm = hb.nginx.median;
+  lines.push(`| sandgate | ${fmt(sm.rps)} | ${fmt(sm.p50_us)} µs | ${fmt(sm.p99_us)} µs | ${fmt(sm.server_cpu, 2)} | ${fmt(sm.wrk_cpu, 2)} |`);
+  lines.push(`| nginx 1.22 (\`return 200\`) | ${fmt(nm.rps)} | ${fmt(nm.p50_us)} µs | ${fmt(nm.p99_us)} µs | ${fmt(nm.server_cpu, 2)} | ${fmt(nm.wrk_cpu, 2)} |`);
   const r = hb.ratio_sandgate_over_nginx;
-  lines.push(`| **ratio sandgate / nginx** | **${fmt(r.rps, 2)}** | **${fmt(r.p50, 2)}** | **${fmt(r.p99, 2)}** |`);
+  lines.push(`| **ratio sandgate / nginx** | **${fmt(r.rps, 2)}** | **${fmt(r.p50, 2)}** | **${fmt(r.p99, 2)}** | | |`);
   lines.push('');
+  if (sm.wrk_cpu === undefined) lines.push('(This results file predates the CPU columns: rerun `bench/http-baseline.sh`.)');
+  else if (Math.max(sm.wrk_cpu, nm.wrk_cpu) >= 0.9) lines.push(`CPU columns are cores used over a run. **wrk used ${fmt(Math.max(sm.wrk_cpu, nm.wrk_cpu), 2)} of its core**: the load generator is (close to) saturated as well as the server, so these req/s are a floor for both servers, compared under the same limit.`);
+  else lines.push('CPU columns are cores used over a run; wrk stays below its core, so the servers, not the generator, set the rate.');
   lines.push('wrk is closed-loop: each connection sends its next request when the previous answer');
   lines.push('arrives, so mean latency is about connections / throughput for both servers; the');
   lines.push('percentiles show how that time is spread across requests; which server has the longer');
@@ -116,9 +132,9 @@ if (fn) {
     lines.push(`| ${fmt(v.subscribers)} | ${fmt(v.server_rss_bytes_per_subscriber)} B | ${fmt(v.bench_rss_bytes_per_subscriber)} B | ${fmt(v.socket_slab_bytes_per_subscriber_both_ends)} B |`);
   }
   lines.push('');
-  lines.push('The load generator is not the bottleneck: its CPU stays at or below the server\'s in every');
-  lines.push('row (CPU columns are cores used over the run). Every run\'s full document is in');
-  lines.push('`bench/results/fanout-nchan.json`.');
+  const over = Object.entries(S).filter(([, v]) => v.cpu_util && v.cpu_util.bench > v.cpu_util.server);
+  lines.push((over.length ? `The bench used more CPU than the server in ${over.map(([k]) => k).join(', ')}; ` : 'The load generator\'s CPU stays at or below the server\'s in every row; ') +
+    'CPU columns are cores used over the run. Every run\'s full document is in `bench/results/fanout-nchan.json`.');
   lines.push('');
 }
 
@@ -146,8 +162,9 @@ if (fs2) {
   lines.push('');
   lines.push('| subscribers × rate (offered deliveries/s) | server | delivered/s | p50 | p99 | max | server CPU | CPU/delivery | bench CPU | ok runs |');
   lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-  const fanKeys = [...new Set([...Object.keys(N), ...Object.keys(S)])].filter((k) => k.startsWith('fanout-'))
-    .sort((a, b) => { const [, n1, r1] = a.split('-').map(Number), [, n2, r2] = b.split('-').map(Number); return n1 - n2 || r1 - r2; });
+  const allKeys = [...new Set([...Object.keys(N), ...Object.keys(S)])];
+  const byNR = (a, b) => { const p = parseKey(a), q = parseKey(b); return p.n - q.n || p.rate - q.rate || (p.size || 0) - (q.size || 0); };
+  const fanKeys = allKeys.filter((k) => { const p = parseKey(k); return p && !p.size && !p.g2; }).sort(byNR);
   for (const k of fanKeys) {
     const v0 = N[k] || S[k];
     const label = `${fmt(v0.subscribers)} × ${fmt(v0.rate)}/s (${fmt(v0.offered_deliveries_per_s)})`;
@@ -167,7 +184,12 @@ if (fs2) {
     if (N[k].deliveries_per_s < 0.9 * N[k].offered_deliveries_per_s) judged.push([k, name]); else notJudged.push(name);
   }
   lines.push('**Target (issue 6): sandgate delivers at least 2x Nchan\'s events/s at equal or better p99.**');
-  if (notJudged.length) lines.push(`Where Nchan keeps up with the offered rate (${notJudged.join(', ')}), both deliver what is offered and the throughput ratio is about 1 by construction; there the comparison is latency and CPU per delivery.`);
+  if (notJudged.length) {
+    lines.push(`Where Nchan keeps up with the offered rate (${notJudged.join(', ')}), both deliver what is offered and the throughput ratio is about 1 by construction; there the comparison is latency and CPU per delivery.`);
+    const worse = fanKeys.filter((k) => R[k] && N[k] && N[k].deliveries_per_s >= 0.9 * N[k].offered_deliveries_per_s && R[k].p99 > 1)
+      .map((k) => `${fmt(N[k].subscribers)} × ${fmt(N[k].rate)}/s: p99 ${ms(S[k].delivery_ms.p99)} against Nchan's ${ms(N[k].delivery_ms.p99)} (${f2(R[k].p99)}x)`);
+    if (worse.length) lines.push(`**Where sandgate falls short** there: ${worse.join('; ')}.`);
+  }
   for (const [k, name] of judged) {
     const r = R[k];
     const tp = r.deliveries_per_s >= 2, lat = r.p99 !== null && r.p99 <= 1;
@@ -177,6 +199,82 @@ if (fs2) {
   }
   if (!judged.length) lines.push('No configuration in this run saturated Nchan, so the throughput target could not be judged here.');
   lines.push('');
+  img(lines, 'fanout-latency.png', 'fan-out delivery latency p50/p99/max vs subscribers, sandgate and Nchan');
+  img(lines, 'fanout-throughput.png', 'fan-out delivered vs offered deliveries/s, sandgate and Nchan');
+  // The load generator is not the bottleneck: one generator vs two on the same configuration.
+  const g2Keys = allKeys.filter((k) => { const p = parseKey(k); return p && p.g2; }).sort(byNR);
+  lines.push('### The load generator is not the bottleneck');
+  lines.push('');
+  lines.push('Every table shows the bench\'s CPU next to the server\'s. And the same fan-out measured by two');
+  lines.push('`sandgate-bench` processes, half the subscribers each (both on core 1, both measuring every');
+  lines.push('delivery; one publisher as before: sandgate\'s stamp in the sandbox starts when both are in, for');
+  lines.push('Nchan the second generator only reads and the first publishes), merged by `bench/merge-generators.js`');
+  lines.push('(deliveries summed over the union of both windows, percentiles from the merged histograms, bench');
+  lines.push('CPU summed), should give the same figures as one generator. "Agree" below means delivered/s within');
+  lines.push('10 % and p99 within 30 % (the round-to-round spread on this shared machine) or both under 5 ms.');
+  lines.push('');
+  if (!g2Keys.length) lines.push('*No two-generator runs in this results file (`bench/fanout-sandgate.sh --generator-check`).*');
+  else {
+    lines.push('| subscribers × rate | server | generators | delivered/s | p50 | p99 | max | bench CPU (sum) | server CPU | ok runs |');
+    lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    const verdicts = [];
+    for (const k2 of g2Keys) {
+      const k1 = k2.replace(/-g2$/, ''), p = parseKey(k2);
+      for (const [name, T] of [['Nchan', N], ['sandgate', S]]) {
+        for (const [g, v] of [[1, T[k1]], [2, T[k2]]]) {
+          if (!v) continue;
+          const d = v.delivery_ms;
+          lines.push(`| ${fmt(p.n)} × ${fmt(p.rate)}/s | ${name} | ${g} | ${fmt(v.deliveries_per_s)} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${f2(v.cpu_util.bench)} | ${f2(v.cpu_util.server)} | ${v.ok_runs}/${v.rounds} |`);
+        }
+        const a = T[k1], b = T[k2];
+        if (!a || !b) continue;
+        const tr = b.deliveries_per_s / a.deliveries_per_s, lr = b.delivery_ms.p99 / a.delivery_ms.p99;
+        const agree = Math.abs(tr - 1) <= 0.1 && (Math.abs(lr - 1) <= 0.3 || Math.max(a.delivery_ms.p99, b.delivery_ms.p99) < 5);
+        verdicts.push(`${name} at ${fmt(p.n)} × ${fmt(p.rate)}/s: two generators give ${f2(tr)}x the delivered/s and ${f2(lr)}x the p99 of one — ${agree ? 'they agree' : '**they do not agree**'}`);
+      }
+    }
+    lines.push('');
+    lines.push(verdicts.join('; ') + '.');
+    const bad = verdicts.filter((v) => v.includes('do not agree'));
+    lines.push(bad.length ? 'Where they do not agree the one-generator figure above may be limited by the generator (or by the noise of a short run); read it with that caveat.'
+                          : 'So one generator is not what limits the figures above.');
+  }
+  lines.push('');
+  // throughput vs payload size
+  const sizeCfg = fs2.params.size_config;
+  if (sizeCfg) {
+    const [sn, sr] = sizeCfg.split('x').map(Number);
+    const rows = [];
+    for (const k of allKeys) {
+      const p = parseKey(k);
+      if (p && !p.g2 && p.n === sn && p.rate === sr) rows.push([p.size || fs2.params.size, k]);
+    }
+    rows.sort((a, b) => a[0] - b[0]);
+    if (rows.length > 1) {
+      lines.push(`### Throughput vs event size (${fmt(sn)} subscribers × ${fmt(sr)} events/s offered)`);
+      lines.push('');
+      lines.push('| event size | server | delivered/s | MB/s of bodies | p50 | p99 | max | server CPU | bench CPU | ok runs | ratio delivered/s sandgate / Nchan |');
+      lines.push('|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+      const notes = [];
+      for (const [sz, k] of rows) {
+        for (const [name, v] of [['Nchan', N[k]], ['sandgate', S[k]]]) {
+          if (!v) continue;
+          const d = v.delivery_ms;
+          lines.push(`| ${fmt(sz)} B | ${name} | ${fmt(v.deliveries_per_s)} | ${fmt(v.deliveries_per_s * sz / 1e6, 1)} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${f2(v.cpu_util.server)} | ${f2(v.cpu_util.bench)} | ${v.ok_runs}/${v.rounds} | ${name === 'sandgate' && R[k] ? `**${f2(R[k].deliveries_per_s)}**` : ''} |`);
+        }
+        const v = S[k];
+        if (v && v.ok_runs < v.rounds) {
+          const run = fs2.runs.find((r) => r.name.startsWith(`sandgate-${k}-r`) && !r.ok);
+          const c = run ? run.counts : {};
+          notes.push(`${fmt(sz)} B: ${v.rounds - v.ok_runs} of ${v.rounds} sandgate runs not ok` + (run ? ` (${fmt(c.subscribers_closed_early)} subscribers closed early, ${fmt(c.sse_gap_events)} \`gap\` events: readers that fell further behind than the gateway keeps history for, \`--process-log-bytes\`, and its lag limits, \`--sub-lag-*\`, are dropped by design, where Nchan buffers)` : ''));
+        }
+      }
+      lines.push('');
+      if (notes.length) lines.push(`**Where sandgate falls short**: ${notes.join('; ')}. Its delivered/s in those rows counts only what arrived before the drop.`);
+      lines.push('');
+    }
+  }
+  img(lines, 'fanout-size.png', 'fan-out throughput vs event size');
   const idleKeys = Object.keys(S).filter((k) => k.startsWith('idle-')).sort((a, b) => +a.split('-')[1] - +b.split('-')[1]);
   if (idleKeys.length) {
     lines.push('| idle subscribers | sandgate RSS / subscriber | Nchan RSS / subscriber | ratio | kernel socket slab / subscriber (both ends, sandgate run) | target |');
@@ -195,14 +293,27 @@ if (fs2) {
       : 'sandgate stays under the 2 KiB target.'));
     lines.push('');
   }
+  img(lines, 'idle-memory.png', 'server memory per idle subscriber vs subscribers');
   const slowKeys = Object.keys(S).filter((k) => k.startsWith('slow-'));
   if (slowKeys.length) {
-    lines.push('| slow: subscribers (stalled), event size | server | reading subscribers\' delivered/s | p50 | p99 | max | server RSS growth | stalled kept |');
-    lines.push('|---|---|---:|---:|---:|---:|---:|---:|');
-    for (const k of slowKeys) for (const [name, v] of [['Nchan', N[k]], ['sandgate', S[k]]]) {
-      if (!v) continue;
-      const d = v.delivery_ms;
-      lines.push(`| ${fmt(v.subscribers)} (${fmt(v.slow_subscribers)}), ${fmt(v.size)} B at ${fmt(v.rate)}/s | ${name} | ${fmt(v.deliveries_per_s)} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${fmt(v.server_rss_kb_growth_max / 1024, 1)} MiB | ${fmt(v.slow_subscribers - (v.subscribers_closed_early || 0))} |`);
+    lines.push('| slow: subscribers (stalled), event size | server | reading subscribers\' delivered/s | p50 | p99 | max | server RSS growth | stalled kept | server CPU | bench CPU |');
+    lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const k of slowKeys) {
+      for (const [name, v] of [['Nchan', N[k]], ['sandgate', S[k]]]) {
+        if (!v) continue;
+        const d = v.delivery_ms;
+        lines.push(`| ${fmt(v.subscribers)} (${fmt(v.slow_subscribers)}), ${fmt(v.size)} B at ${fmt(v.rate)}/s | ${name} | ${fmt(v.deliveries_per_s)} | ${ms(d.p50)} | ${ms(d.p99)} | ${ms(d.max)} | ${fmt(v.server_rss_kb_growth_max / 1024, 1)} MiB | ${fmt(v.slow_subscribers - (v.subscribers_closed_early || 0))} | ${f2(v.cpu_util.server)} | ${f2(v.cpu_util.bench)} |`);
+      }
+      if (R[k]) lines.push(`| | **ratio sandgate / Nchan** | **${f2(R[k].deliveries_per_s)}** | **${f2(R[k].p50)}** | **${f2(R[k].p99)}** | | | | | |`);
+    }
+    lines.push('');
+    lines.push('Issue 6 sets no numeric target for stalled subscribers; the comparison is the reading subscribers\' delivered/s and p99 and the server\'s memory growth, against Nchan\'s.');
+    // older results ran sandgate's stamp at the default size whatever the scenario's --size
+    for (const k of slowKeys) {
+      const run = fs2.runs.find((r) => r.name.startsWith(`sandgate-${k}-r`));
+      const cmd = run && run.gateway_process && run.gateway_process.command;
+      const m = cmd && /--size (\d+)/.exec(cmd);
+      if (m && +m[1] !== S[k].size) lines.push(`**Caveat**: in this results file sandgate's publisher wrote ${m[1]}-byte events in the slow scenario, not ${S[k].size} (fixed in \`fanout-sandgate.sh\` since; rerun it): the two servers did not carry the same bytes.`);
     }
     lines.push('');
     for (const k of slowKeys) {
@@ -251,6 +362,7 @@ if (rl) {
     ? `Where sandgate falls short in this run: ${short.join('; ')}.`
     : 'Met for every command in this run.'));
   lines.push('');
+  img(lines, 'relay.png', 'relay throughput by path, bulk and seq');
   lines.push('Per-round figures are in `bench/results/relay.json`.');
   lines.push('');
 }

@@ -54,7 +54,7 @@ typedef struct fo_cfg {
     const char *sub_url, *pub_url, *out, *slow_fraction, *clock, *ready_file;
     int64_t subscribers, events, rate, size, connect_conc, server_pid;
     uint64_t warmup_ms, drain_ms, hold_ms, connect_timeout_ms, late_ms, sample_ms;
-    bool quiet, server_descendants;
+    bool quiet, server_descendants, latency_buckets;
 } fo_cfg_t;
 
 typedef struct fo fo_t;
@@ -641,9 +641,15 @@ static json_t *fo_doc(fo_t *r, int *ok)
                            "publish_s", pub_s, "measured_s", run_s, "events_per_s",
                            pub_s > 0 ? (double)r->sent / pub_s : 0.0, "deliveries_per_s",
                            run_s > 0 ? (double)r->delivered / run_s : 0.0);
+    /* The window on CLOCK_MONOTONIC, so documents of generators running side by side on one
+     * host can be put on one time line (their deliveries summed over the union window). */
+    json_object_set_new(tp, "window_start_ns", json_integer((json_int_t)r->t_pub_start));
+    json_object_set_new(tp, "window_end_ns", json_integer((json_int_t)r->t_end));
     json_object_set_new(doc, "throughput", tp);
     json_t *lat = json_object();
     json_object_set_new(lat, "delivery", bh_to_json(&r->lat, 1e6));
+    if (r->cfg.latency_buckets)
+        json_object_set_new(lat, "delivery_buckets", bh_buckets_json(&r->lat));
     json_object_set_new(lat, "delivery_from_schedule", bh_to_json(&r->lat_sched, 1e6));
     json_object_set_new(lat, "publish_lag", bh_to_json(&r->lag, 1e6));
     json_object_set_new(lat, "publish_ack", bh_to_json(&r->ack, 1e6));
@@ -747,6 +753,9 @@ static const sg_opt_t fo_opts[] = {
     OPT("ready-file", SG_OPT_STRING, ready_file, NULL, 0, 0,
         "create this file when publishing starts (after connect and warmup; idle: after the "
         "hold), for an external publisher (stamp --start-file)"),
+    OPT("latency-buckets", SG_OPT_BOOL, latency_buckets, "false", 0, 0,
+        "also write the delivery latency histogram's buckets (latency_ms.delivery_buckets), so "
+        "documents of several generators can be merged"),
     OPT("out", SG_OPT_STRING, out, "-", 0, 0, "result JSON file ('-': stdout)"),
     OPT("quiet", SG_OPT_BOOL, quiet, "false", 0, 0, "no human summary on stderr"),
 };

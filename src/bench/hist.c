@@ -87,3 +87,17 @@ json_t *bh_to_json(const bh_hist_t *h, double scale)
                      (double)bh_percentile(h, 0.99) / scale, "p99_9",
                      (double)bh_percentile(h, 0.999) / scale, "max", (double)h->max / scale);
 }
+
+json_t *bh_buckets_json(const bh_hist_t *h)
+{
+    json_t *b = json_array();
+    for (unsigned i = 0; i < BH_NCOUNTS; i++) {
+        if (!h->counts[i]) continue;
+        json_array_append_new(b,
+                              json_pack("[I,I,I]", (json_int_t)bh_bucket_low(i),
+                                        (json_int_t)bh_bucket_high(i), (json_int_t)h->counts[i]));
+    }
+    return json_pack("{s:I,s:I,s:I,s:o}", "count", (json_int_t)h->count, "min_ns",
+                     (json_int_t)(h->count ? h->min : 0), "max_ns",
+                     (json_int_t)(h->count ? h->max : 0), "buckets", b);
+}

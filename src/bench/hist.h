@@ -36,4 +36,10 @@ uint64_t bh_bucket_high(unsigned idx); /* inclusive */
 /* {"count","min","mean","p50","p90","p99","p99_9","max"}, values divided by scale (1e6: ns to
  * ms). An empty histogram gives count 0 and nulls. */
 json_t *bh_to_json(const bh_hist_t *h, double scale);
+/* The histogram itself, so runs of separate processes can be merged afterwards (two load
+ * generators sharing one fan-out): {"count","min_ns","max_ns","buckets":[[low_ns, high_ns,
+ * count], ...]} with only the non-empty buckets, ascending. A percentile of the merged
+ * buckets taken as bh_percentile does (rank ceil(q * count), bucket middle clamped to
+ * [min, max]) equals the merged histogram's. */
+json_t *bh_buckets_json(const bh_hist_t *h);
 #endif

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,7 +153,33 @@ static void test_merge_and_json(void **st)
     assert_true(json_real_value(json_object_get(j, "p50")) <=
                 json_real_value(json_object_get(j, "p99")));
     json_decref(j);
+    /* The exported buckets sum to the count, ascend, and give back the same percentile. */
+    j = bh_buckets_json(all);
+    assert_int_equal(json_integer_value(json_object_get(j, "count")), 5000);
+    assert_int_equal(json_integer_value(json_object_get(j, "max_ns")), (json_int_t)all->max);
+    json_t *bk = json_object_get(j, "buckets");
+    uint64_t total = 0, rank = (uint64_t)ceil(0.99 * 5000), p99 = 0, prev_hi = 0;
+    for (size_t i = 0; i < json_array_size(bk); i++) {
+        json_t *e = json_array_get(bk, i);
+        uint64_t lo = (uint64_t)json_integer_value(json_array_get(e, 0));
+        uint64_t hi = (uint64_t)json_integer_value(json_array_get(e, 1));
+        uint64_t n = (uint64_t)json_integer_value(json_array_get(e, 2));
+        assert_true(n > 0 && lo <= hi && (i == 0 || lo > prev_hi));
+        prev_hi = hi;
+        if (total < rank && total + n >= rank) {
+            p99 = lo + (hi - lo) / 2;
+            if (p99 < all->min) p99 = all->min;
+            if (p99 > all->max) p99 = all->max;
+        }
+        total += n;
+    }
+    assert_int_equal(total, 5000);
+    assert_int_equal(p99, bh_percentile(all, 0.99));
+    json_decref(j);
     bh_init(b);
+    j = bh_buckets_json(b);
+    assert_int_equal(json_array_size(json_object_get(j, "buckets")), 0);
+    json_decref(j);
     j = bh_to_json(b, 1e6);
     assert_int_equal(json_integer_value(json_object_get(j, "count")), 0);
     assert_true(json_is_null(json_object_get(j, "p99")));
