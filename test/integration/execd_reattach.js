@@ -316,6 +316,21 @@ test('a log truncated at --max-log-bytes says so with sandgate.truncated', async
   assert.deepEqual(past.events.map((e) => e.type), ['init', 'ping', 'sandgate.truncated', 'execution_complete']);
 });
 
+test('re-attached readers that drop, and one still following at shutdown, leave nothing behind', async () => {
+  const bg = await sse(B.port, 'POST', '/command', { body: { command: 'for i in $(seq 1 50); do echo $i; sleep 0.02; done; sleep 60', background: true } });
+  const id = bg.events[0].text;
+  // Dropped at its first raw event (a read or a wait may be under way), several times.
+  for (let i = 0; i < 5; i++) {
+    const d = await sse(B.port, 'GET', `/command/${id}/stream?offset=0`, { stop: (ev) => ev.type === 'sandgate.raw' });
+    assert.equal(d.ended, false);
+  }
+  // Caught up and waiting for more when the agent shuts down (after this test).
+  B.follower = sse(B.port, 'GET', `/command/${id}/stream?offset=0`).catch((e) => e);
+  await sleep(1500);
+  const st = await status(B.port, id);
+  assert.equal(st.running, true);
+});
+
 (async () => {
   A = await startExecd('a');
   B = await startExecd('b', ['--max-log-bytes', '1000']);
