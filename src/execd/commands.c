@@ -20,6 +20,10 @@
  *                 it the client is dropped (its connection cut). A detached stream (client gone,
  *                 dropped) releases its hold, and the command runs on with its output
  *                 discarded, as with Go where the process outlives the request.
+ *   follow_*      GET /command/{id}/stream (re-attach): a stream_t that rebuilds its events
+ *                 from the command's log (sg_runner_log_read, 64 KiB at a time, none while the
+ *                 client is past the high-water mark) and waits with sg_runner_log_wait when
+ *                 caught up; it never holds the command.
  *   intr_t        DELETE /command?id= waiting for the group to be gone.
  *   sig_ctx_t     POST /command/{id}/signal (extension) while its body is read; the answer is
  *                 immediate (202 once kill(2) delivered, nothing waits for the command).
@@ -30,6 +34,8 @@
  *
  * Extensions (docs/execd.md): "sandgate":{"raw":true} in the body, or X-Sandgate-Raw: 1, adds
  * {"type":"sandgate.raw",...,"data_b64":...} events carrying exactly the bytes read;
+ * X-Sandgate-Keep-Log: 1 makes a foreground command write its log too, and
+ * GET /command/{id}/stream?offset=N re-attaches to a command with a log;
  * POST /command/{id}/signal {"signal":"TERM"|15} signals a running command's process group
  * (its status then carries "signal": the last one sent). */
 #include <errno.h>

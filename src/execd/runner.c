@@ -3,7 +3,9 @@
  * Map:
  *   ids, clocks, shell lookup, environment building         (top)
  *   line splitter                                            split_*
- *   background log: buffered async writes, cursor reads      log_*
+ *   line splitter, also public for log readers               sg_run_split_*
+ *   command log (background, keep_log): buffered async writes, cursor reads, the
+ *     stdout/stderr switch index, followers woken as it grows  log_*
  *   command object: spawn, pipes, exit, timer, completion    cmd_*
  *   record table, expiry (sg_tlist), eviction                rec_*
  *   public API: start / interrupt / signal / status / log read
