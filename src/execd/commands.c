@@ -20,6 +20,10 @@
  *                 it the client is dropped (its connection cut). A detached stream (client gone,
  *                 dropped) releases its hold, and the command runs on with its output
  *                 discarded, as with Go where the process outlives the request.
+ *   follow_*      GET /command/{id}/stream (re-attach): a stream_t that rebuilds its events
+ *                 from the command's log (sg_runner_log_read, 64 KiB at a time, none while the
+ *                 client is past the high-water mark) and waits with sg_runner_log_wait when
+ *                 caught up; it never holds the command.
  *   intr_t        DELETE /command?id= waiting for the group to be gone.
  *   sig_ctx_t     POST /command/{id}/signal (extension) while its body is read; the answer is
  *                 immediate (202 once kill(2) delivered, nothing waits for the command).
@@ -30,6 +34,8 @@
  *
  * Extensions (docs/execd.md): "sandgate":{"raw":true} in the body, or X-Sandgate-Raw: 1, adds
  * {"type":"sandgate.raw",...,"data_b64":...} events carrying exactly the bytes read;
+ * X-Sandgate-Keep-Log: 1 makes a foreground command write its log too, and
+ * GET /command/{id}/stream?offset=N re-attaches to a command with a log;
  * POST /command/{id}/signal {"signal":"TERM"|15} signals a running command's process group
  * (its status then carries "signal": the last one sent). */
 #include <errno.h>
@@ -46,7 +52,10 @@
 
 #define PING_MS   3000
 #define LOG_PIECE (256 * 1024)
-#define BODY_MAX  (1024 * 1024)
+/* One log read of a re-attached stream: the size of one pipe read, so its raw events are the
+ * size of a POST stream's. */
+#define FOLLOW_PIECE (64 * 1024)
+#define BODY_MAX     (1024 * 1024)
 
 typedef struct jb {
     char *p;
@@ -75,6 +84,14 @@ struct stream {
     int run_done; /* on_done came, or the run never started */
     int held;     /* we asked the runner to hold the command's output */
     jb_t ev;      /* scratch for the event being sent */
+    /* GET /command/{id}/stream (re-attach): events are rebuilt from the log, not from runner
+     * callbacks; `held` then only means "past the high-water mark, do not read on". */
+    int follow;
+    int reading;    /* a log read is in flight (its callback carries this stream) */
+    int waiting;    /* registered with sg_runner_log_wait */
+    int trunc_sent; /* the sandgate.truncated event went out */
+    uint64_t cursor;
+    sg_run_split_t *split; /* line events (NULL with X-Sandgate-Lines: 0) */
 };
 
 struct intr {
@@ -376,9 +393,11 @@ static void ev_raw(jb_t *bp, sg_run_stream_t st, const char *data, size_t len, u
     jb_t b = *bp;
     b.len = 0;
     jb_z(&b, "{\"type\":\"sandgate.raw\",\"stream\":");
-    jb_z(&b, st == SG_RUN_STDERR ? "\"stderr\"" : "\"stdout\"");
-    jb_z(&b, ",\"offset\":");
-    jb_i64(&b, (long long)off);
+    jb_z(&b, st == SG_RUN_STDERR ? "\"stderr\"" : st ? "\"stdout\"" : "\"unknown\"");
+    if (st) { /* 0: a re-attached stream past what the log's stream index knows */
+        jb_z(&b, ",\"offset\":");
+        jb_i64(&b, (long long)off);
+    }
     jb_z(&b, ",\"combined_offset\":");
     jb_i64(&b, (long long)comb);
     jb_z(&b, ",\"data_b64\":\"");
@@ -496,9 +515,10 @@ static json_t *parse_body(sg_http_req_t *req, const char *body, size_t len, int 
 
 static void stream_maybe_free(stream_t *s)
 {
-    if (s->req || !s->run_done) return;
+    if (s->req || !s->run_done || s->reading) return;
     sg_tentry_disarm(&s->ping);
     LIST_DEL(s->m->streams, s);
+    sg_run_split_free(s->split);
     free(s->ev.p);
     free(s);
 }
@@ -509,14 +529,18 @@ static void stream_hold(stream_t *s, int hold)
 {
     if (s->held == hold) return;
     s->held = hold;
-    if (!s->run_done && !s->m->stopped) sg_runner_hold(s->m->x->runner, s, hold);
+    if (!s->run_done && !s->m->stopped && !s->follow) sg_runner_hold(s->m->x->runner, s, hold);
 }
 
-/* Output fell to half the high-water mark: read the command's pipes again. */
+static void follow_pump(stream_t *s);
+
+/* Output fell to half the high-water mark: read the command's pipes (or its log) again. */
 static void stream_on_drain(sg_http_req_t *req)
 {
     stream_t *s = sg_http_req_data(req);
-    if (s) stream_hold(s, 0);
+    if (!s) return;
+    stream_hold(s, 0);
+    if (s->follow) follow_pump(s);
 }
 
 /* The HTTP side is over (ended, cut or aborted): no more writes. The hold goes too, or a
@@ -526,6 +550,8 @@ static void stream_detach(stream_t *s, int release)
     sg_http_req_t *req = s->req;
     if (!req) return;
     stream_hold(s, 0);
+    if (s->follow && s->waiting && !s->m->stopped) sg_runner_log_unwait(s->m->x->runner, s);
+    s->waiting = 0;
     s->req = NULL;
     sg_tentry_disarm(&s->ping);
     sg_http_req_on_abort(req, NULL);
@@ -644,11 +670,12 @@ static stream_t *stream_new(struct sg_execd_cmds *m, sg_http_req_t *req, int raw
 }
 
 /* Head (reference 2.4), init (text = id), ping, and the 3 s ping timer. */
-static void stream_open(stream_t *s, const char *id)
+static void stream_open_h(stream_t *s, const char *id, const char *xname, const char *xval)
 {
     snprintf(s->id, sizeof(s->id), "%s", id);
     sg_hdrs_t h;
     sg_hdrs_init(&h);
+    if (xname) sg_hdrs_addz(&h, xname, xval);
     sg_hdrs_addz(&h, "Cache-Control", "no-cache");
     sg_hdrs_addz(&h, "Connection", "keep-alive");
     sg_hdrs_addz(&h, "Content-Type", "text/event-stream");
@@ -664,6 +691,11 @@ static void stream_open(stream_t *s, const char *id)
     if (s->req) sg_tentry_arm(&s->m->pings, &s->ping);
 }
 
+static void stream_open(stream_t *s, const char *id)
+{
+    stream_open_h(s, id, NULL, NULL);
+}
+
 static const sg_run_cbs_t *stream_cbs(stream_t *s, sg_run_cbs_t *cbs)
 {
     cbs->on_chunk = s->raw ? stream_on_chunk : NULL;
@@ -673,12 +705,23 @@ static const sg_run_cbs_t *stream_cbs(stream_t *s, sg_run_cbs_t *cbs)
     return cbs;
 }
 
+/* A boolean extension switch: header (1/true, 0/false) or "sandgate":{key:bool} in the body;
+ * dflt when neither says. */
+static int want_flag(sg_http_req_t *req, const char *header, const json_t *body, const char *key,
+                     int dflt)
+{
+    const char *h = sg_http_req_header(req, header);
+    if (h && (strcmp(h, "1") == 0 || strcasecmp(h, "true") == 0)) return 1;
+    if (h && (strcmp(h, "0") == 0 || strcasecmp(h, "false") == 0)) return 0;
+    json_t *sg = body ? json_object_get(body, "sandgate") : NULL;
+    json_t *v = json_is_object(sg) ? json_object_get(sg, key) : NULL;
+    if (json_is_boolean(v)) return json_is_true(v);
+    return dflt;
+}
+
 static int want_raw(sg_http_req_t *req, const json_t *body)
 {
-    const char *h = sg_http_req_header(req, "X-Sandgate-Raw");
-    if (h && (strcmp(h, "1") == 0 || strcasecmp(h, "true") == 0)) return 1;
-    json_t *sg = json_object_get(body, "sandgate");
-    return json_is_object(sg) && json_is_true(json_object_get(sg, "raw"));
+    return want_flag(req, "X-Sandgate-Raw", body, "raw", 0);
 }
 
 /* ---------------------------------------------------------------- POST /command */
@@ -715,6 +758,7 @@ static void command_body(sg_http_req_t *req, int err, const char *body, size_t l
     rq.cwd = json_string_value(json_object_get(j, "cwd"));
     if (rq.cwd && !*rq.cwd) rq.cwd = NULL;
     rq.background = json_is_true(json_object_get(j, "background"));
+    rq.keep_log = want_flag(req, "X-Sandgate-Keep-Log", j, "keep_log", 0);
     msg[0] = '\0';
     if ((v = json_object_get(j, "timeout")) && !json_is_null(v)) {
         long long t = num_of(v);
@@ -1096,7 +1140,7 @@ static void command_logs(sg_execd_t *x, sg_http_req_t *req, const char *id, int 
         respond_err(req, 400, "INVALID_REQUEST_BODY", err.msg);
         return;
     }
-    if (!st.background) {
+    if (raw ? !st.has_log : !st.background) {
         snprintf(err.msg, sizeof(err.msg), "command %s is not running in background", id);
         respond_err(req, 400, "INVALID_REQUEST_BODY", err.msg);
         return;
@@ -1135,6 +1179,179 @@ static void command_logs(sg_execd_t *x, sg_http_req_t *req, const char *id, int 
     sg_http_req_on_abort(req, logop_on_abort);
     sg_http_req_on_drain(req, logop_on_drain);
     logop_next(op);
+}
+
+/* ---------------------------------------------------------------- GET /command/{id}/stream */
+
+/* The record went away under a re-attached stream (expiry, eviction) or its log cannot be
+ * read: cut the connection (no terminating chunk), so the client knows it did not get the
+ * end and can ask again. */
+static void follow_lost(stream_t *s, const char *why)
+{
+    sg_log_kv(SG_LOG_WARN, "re-attached stream cut", "id", s->id, "reason", why, NULL);
+    stream_detach(s, 1);
+}
+
+static void follow_line(void *ud, sg_run_stream_t st, const char *text, size_t len)
+{
+    stream_on_line(ud, st, text, len);
+}
+
+/* Log bytes [cursor, cursor + len) as events: one raw event per stream run (the log's stream
+ * index says where the stream switches), then the lines they complete, as a POST stream
+ * orders them. */
+static void follow_emit(stream_t *s, const char *data, size_t len)
+{
+    sg_runner_t *r = s->m->x->runner;
+    uint64_t off = s->cursor;
+    size_t i = 0;
+    while (i < len && s->req) {
+        sg_run_stream_t st = SG_RUN_STDOUT;
+        uint64_t soff = 0, run_end = UINT64_MAX;
+        int known = sg_runner_log_stream(r, s->id, off, &st, &soff, &run_end) == 0;
+        size_t n = len - i;
+        if (known && run_end > off && run_end - off < n) n = (size_t)(run_end - off);
+        if (s->raw) emit_raw(s, known ? st : 0, data + i, n, soff, off);
+        if (s->split && s->req)
+            sg_run_split_feed(s->split, known ? st : SG_RUN_STDOUT, data + i, n);
+        i += n;
+        off += n;
+    }
+}
+
+static void follow_final(stream_t *s, const sg_run_status_t *st)
+{
+    if (s->split) sg_run_split_flush(s->split);
+    if (!s->req) return;
+    if (st->start_failed) {
+        /* As the POST stream: a non-numeric evalue, so an SDK's exit code is null. */
+        emit_error(s, st->error, st->error);
+        stream_detach(s, 0);
+        return;
+    }
+    stream_final(s, st->exit_code, st->error, st->exec_ms);
+}
+
+static void follow_on_read(void *ud, int err, const char *data, size_t len, uint64_t next);
+static void follow_on_log(void *ud);
+
+/* Reads on while the client keeps up: one log read at a time, none while the connection's
+ * output is past the high-water mark (the drain callback pumps again). Caught up with a
+ * running command, it waits for the log to move. The stream may be freed on return. */
+static void follow_pump(stream_t *s)
+{
+    sg_runner_t *r = s->m->x->runner;
+    while (s->req && !s->reading && !s->held && !s->waiting && !s->m->stopped) {
+        sg_run_status_t st;
+        sg_run_err_t err;
+        if (sg_runner_status(r, s->id, &st, &err) < 0) {
+            follow_lost(s, "record expired");
+            break;
+        }
+        if (s->cursor < st.log_size) {
+            size_t want = (size_t)SG_MIN((uint64_t)FOLLOW_PIECE, st.log_size - s->cursor);
+            if (sg_runner_log_read(r, s->id, s->cursor, want, follow_on_read, s, &err) < 0) {
+                follow_lost(s, err.msg);
+                break;
+            }
+            s->reading = 1;
+            break;
+        }
+        if ((st.log_truncated || st.log_failed) && !s->trunc_sent) {
+            /* The log ends here though the output went on: say so rather than stop quietly. */
+            char b[192];
+            int n = snprintf(b, sizeof(b),
+                             "{\"type\":\"sandgate.truncated\",\"at\":%llu,\"reason\":\"%s\","
+                             "\"timestamp\":%llu}\n\n",
+                             (unsigned long long)st.log_size, st.log_failed ? "error" : "cap",
+                             (unsigned long long)wall_ms());
+            s->ev.len = 0;
+            jb_raw(&s->ev, b, (size_t)n);
+            stream_emit(s);
+            s->trunc_sent = 1;
+            continue;
+        }
+        if (!st.running) {
+            follow_final(s, &st);
+            break;
+        }
+        int w = sg_runner_log_wait(r, s->id, s->cursor, follow_on_log, s, &err);
+        if (w < 0) {
+            follow_lost(s, err.msg);
+            break;
+        }
+        if (w == 0) s->waiting = 1;
+    }
+    stream_maybe_free(s);
+}
+
+static void follow_on_read(void *ud, int err, const char *data, size_t len, uint64_t next)
+{
+    stream_t *s = ud;
+    (void)next;
+    s->reading = 0;
+    if (!s->req || s->m->stopped) {
+        stream_maybe_free(s);
+        return;
+    }
+    if (err < 0 || len == 0) {
+        follow_lost(s, err < 0 ? sg_strerror(err) : "log read ended early");
+        stream_maybe_free(s);
+        return;
+    }
+    follow_emit(s, data, len);
+    s->cursor += len;
+    follow_pump(s);
+}
+
+static void follow_on_log(void *ud)
+{
+    stream_t *s = ud;
+    s->waiting = 0;
+    follow_pump(s);
+}
+
+/* Re-attach: the command's log from byte `offset` as sandgate.raw events (and line events),
+ * then its live output as it reaches the log, then the final event. */
+static void command_follow(sg_execd_t *x, sg_http_req_t *req, const char *id)
+{
+    char q[64];
+    long long offset = 0;
+    if (sg_http_req_query_param(req, "offset", q, sizeof(q)) > 0) {
+        char *end;
+        errno = 0;
+        offset = strtoll(q, &end, 10);
+        if (*end != '\0' || errno != 0 || offset < 0) {
+            respond_err(req, 400, "INVALID_REQUEST_BODY", "offset must be a non-negative integer");
+            return;
+        }
+    }
+    sg_run_status_t st;
+    sg_run_err_t err;
+    if (sg_runner_status(x->runner, id, &st, &err) < 0) {
+        respond_err(req, 404, "COMMAND_NOT_FOUND", err.msg);
+        return;
+    }
+    if (!st.has_log) {
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "command %s has no log: run it in background, or with X-Sandgate-Keep-Log: 1", id);
+        respond_err(req, 409, "COMMAND_HAS_NO_LOG", msg);
+        return;
+    }
+    /* Past the end: start at the end (only possible once the cap dropped bytes, which the
+     * truncated event then says, or for an offset no stream ever gave). */
+    uint64_t start = SG_MIN((uint64_t)offset, st.log_size);
+    stream_t *s = stream_new(x->cmds, req, want_flag(req, "X-Sandgate-Raw", NULL, "raw", 1));
+    s->follow = 1;
+    s->run_done = 1; /* no runner callbacks carry it; `reading` keeps it alive instead */
+    s->cursor = start;
+    if (want_flag(req, "X-Sandgate-Lines", NULL, "lines", 1))
+        s->split = sg_run_split_new(x->cfg.max_line_bytes, follow_line, s);
+    char sv[32];
+    snprintf(sv, sizeof(sv), "%llu", (unsigned long long)start);
+    stream_open_h(s, id, "X-Sandgate-Offset", sv);
+    follow_pump(s);
 }
 
 /* ---------------------------------------------------------------- sessions */
@@ -1279,6 +1496,15 @@ int sg_execd_route_commands(sg_execd_t *x, sg_http_req_t *req)
             command_logs(x, req, id, strcmp(sl, "/raw") == 0);
             return 1;
         }
+        if (sl && valid_id(rest, (size_t)(sl - rest)) && strcmp(sl, "/stream") == 0) {
+            memcpy(id, rest, (size_t)(sl - rest));
+            id[sl - rest] = '\0';
+            if (get)
+                command_follow(x, req, id);
+            else
+                respond_err(req, 405, "NOT_SUPPORTED", "method not allowed");
+            return 1;
+        }
         if (sl && valid_id(rest, (size_t)(sl - rest)) && strcmp(sl, "/signal") == 0) {
             memcpy(id, rest, (size_t)(sl - rest));
             id[sl - rest] = '\0';
@@ -1352,6 +1578,7 @@ void sg_execd_commands_stop(sg_execd_t *x)
         stream_t *s = m->streams;
         stream_detach(s, 1);
         s->run_done = 1;
+        s->reading = 0; /* the runner closed: every log read has called back */
         stream_maybe_free(s);
     }
     while (m->intrs) {

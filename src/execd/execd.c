@@ -30,7 +30,10 @@ static const sg_opt_t execd_opts[] = {
     OPT("log-level", "EXECD_LOG_LEVEL", SG_OPT_STRING, log_level, "info", 0, 0, "LEVEL",
         "debug, info, warn or error"),
     OPT("max-log-bytes", "EXECD_MAX_LOG_BYTES", SG_OPT_SIZE, max_log_bytes, "64M", 1, SG_OPT_NO_MAX,
-        NULL, "output kept per background command for /command/{id}/logs"),
+        NULL, "output kept per logged command (background, or X-Sandgate-Keep-Log)"),
+    OPT("max-log-index", "EXECD_MAX_LOG_INDEX", SG_OPT_INT, max_log_index, "16384", 1,
+        SG_OPT_NO_MAX, NULL,
+        "stdout/stderr switches remembered per command log (re-attached streams)"),
     OPT("max-line-bytes", "EXECD_MAX_LINE_BYTES", SG_OPT_SIZE, max_line_bytes, "64K", 1024,
         64 << 20, NULL, "a longer output line is sent as several events"),
     OPT("record-ttl", "EXECD_RECORD_TTL", SG_OPT_DURATION, record_ttl_ms, "1h", 1000, SG_OPT_NO_MAX,
@@ -40,7 +43,8 @@ static const sg_opt_t execd_opts[] = {
     OPT("shutdown-grace", "EXECD_SHUTDOWN_GRACE", SG_OPT_DURATION, shutdown_grace_ms, "5s", 0, 0,
         NULL, "on SIGTERM/SIGINT, how long requests in flight may finish"),
     OPT("max-walk-entries", "EXECD_MAX_WALK_ENTRIES", SG_OPT_INT, max_walk_entries, "200000", 1,
-        SG_OPT_NO_MAX, NULL, "entries one /files/search or /directories/list may visit (500 past it)"),
+        SG_OPT_NO_MAX, NULL,
+        "entries one /files/search or /directories/list may visit (500 past it)"),
     OPT("max-stream-buffer", "EXECD_MAX_STREAM_BUFFER", SG_OPT_SIZE, max_stream_buffer, "16M",
         64 << 10, SG_OPT_NO_MAX, NULL,
         "output queued for one slow SSE client before it is dropped (the command goes on)"),
@@ -227,6 +231,7 @@ int sg_execd_main(int argc, char **argv)
     rc.log_dir = x->cfg.log_dir;
     rc.shell = x->cfg.shell && *x->cfg.shell ? x->cfg.shell : NULL;
     rc.log_cap = x->cfg.max_log_bytes;
+    rc.log_index_max = (size_t)x->cfg.max_log_index;
     rc.max_line = (size_t)x->cfg.max_line_bytes;
     rc.record_ttl_ms = x->cfg.record_ttl_ms;
     if (x->cfg.envs_file && *x->cfg.envs_file && load_envs(x->cfg.envs_file) < 0) return 1;

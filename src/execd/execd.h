@@ -25,7 +25,8 @@ typedef struct sg_execd_config {
     const char *access_token; /* NULL / "" = no token required */
     const char *log_dir;      /* command logs and session state; NULL = $TMPDIR or /tmp */
     const char *log_level;
-    uint64_t max_log_bytes;    /* per background command log (runner log_cap) */
+    uint64_t max_log_bytes;    /* per command log (runner log_cap) */
+    int64_t max_log_index;     /* stream switches remembered per log (runner log_index_max) */
     uint64_t max_line_bytes;   /* longest line event before it is split (runner max_line) */
     uint64_t record_ttl_ms;    /* finished command records (and their logs) expire after this */
     uint64_t max_upload_bytes; /* request body bound for /files/upload, 0 = none */

@@ -3,7 +3,9 @@
  * Map:
  *   ids, clocks, shell lookup, environment building         (top)
  *   line splitter                                            split_*
- *   background log: buffered async writes, cursor reads      log_*
+ *   line splitter, also public for log readers               sg_run_split_*
+ *   command log (background, keep_log): buffered async writes, cursor reads, the
+ *     stdout/stderr switch index, followers woken as it grows  log_*
  *   command object: spawn, pipes, exit, timer, completion    cmd_*
  *   record table, expiry (sg_tlist), eviction                rec_*
  *   public API: start / interrupt / signal / status / log read
@@ -99,6 +101,16 @@ struct cmd {
     size_t pend_len, pend_cap, infl_len, infl_done, infl_cap;
     int writing;
     uv_fs_t wreq;
+    /* Which stream each log byte came from: the offsets where the stream switches (the stream
+     * alternates, so entry i is stream idx_first ^ (i & 1)), with that stream's own offset
+     * there. Bounded by cfg.log_index_max; past it idx_end says where knowledge stops. */
+    struct lidx {
+        uint64_t comb, soff;
+    } * idx;
+    size_t idx_len, idx_cap;
+    int idx_first, idx_full;
+    uint64_t idx_end;
+    waiter_t *log_waiters; /* sg_runner_log_wait: one-shot, fired when the log moves */
 };
 
 struct session {
@@ -288,6 +300,13 @@ static void emit_line(cmd_t *c, int s, const char *text, size_t len)
     c->cbs.on_line(c->cbs.ud, c->session_run ? SG_RUN_STDOUT : (sg_run_stream_t)(s + 1), text, len);
 }
 
+typedef void (*split_emit_fn)(void *ud, int s, const char *text, size_t len);
+
+static void cmd_emit(void *ud, int s, const char *text, size_t len)
+{
+    emit_line(ud, s, text, len);
+}
+
 /* Where to end a max_line piece so it does not stop inside a UTF-8 sequence (the HTTP layer
  * would turn both halves into U+FFFD): before a trailing lead byte whose sequence is
  * incomplete. Invalid bytes are not our business; at most 3 bytes move to the next piece. */
@@ -307,10 +326,9 @@ static size_t utf8_cut(const char *b, size_t len)
 }
 
 /* Feeds bytes; whole lines that lie entirely inside data are emitted without copying. */
-static void split_feed(cmd_t *c, int s, const char *data, size_t n)
+static void split_run(split_t *sp, size_t max, int s, const char *data, size_t n,
+                      split_emit_fn emit, void *ud)
 {
-    split_t *sp = &c->sp[s];
-    size_t max = c->r->cfg.max_line;
     size_t i = 0;
     while (i < n) {
         char ch = data[i];
@@ -321,9 +339,9 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
                 continue;
             }
             if (sp->len > 0)
-                emit_line(c, s, sp->buf, sp->len);
+                emit(ud, s, sp->buf, sp->len);
             else if (!sp->after_piece)
-                emit_line(c, s, "\n", 1);
+                emit(ud, s, "\n", 1);
             sp->len = 0;
             sp->after_piece = 0;
             sp->pending_cr = ch == '\r';
@@ -352,7 +370,7 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
             sp->after_piece = 0;
             if (sp->len == max) {
                 size_t cut = utf8_cut(sp->buf, max);
-                emit_line(c, s, sp->buf, cut);
+                emit(ud, s, sp->buf, cut);
                 memmove(sp->buf, sp->buf + cut, max - cut);
                 sp->len = max - cut;
                 sp->after_piece = sp->len == 0;
@@ -360,7 +378,7 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
         }
         if (run > 0) {
             /* In-place complete line (j < n, so data[j] is its terminator). */
-            emit_line(c, s, p, run);
+            emit(ud, s, p, run);
             sp->after_piece = 0;
             sp->pending_cr = data[j] == '\r';
             i = j + 1;
@@ -370,11 +388,62 @@ static void split_feed(cmd_t *c, int s, const char *data, size_t n)
     }
 }
 
+static void split_feed(cmd_t *c, int s, const char *data, size_t n)
+{
+    split_run(&c->sp[s], c->r->cfg.max_line, s, data, n, cmd_emit, c);
+}
+
 static void split_flush(cmd_t *c, int s)
 {
     split_t *sp = &c->sp[s];
     if (sp->len > 0) emit_line(c, s, sp->buf, sp->len);
     sp->len = 0;
+}
+
+/* The public splitter (sg_run_split_t) is the same code for readers of a log. */
+struct sg_run_split {
+    split_t sp[2];
+    size_t max;
+    sg_run_line_fn emit;
+    void *ud;
+};
+
+static void pub_emit(void *ud, int s, const char *text, size_t len)
+{
+    sg_run_split_t *p = ud;
+    p->emit(p->ud, (sg_run_stream_t)(s + 1), text, len);
+}
+
+sg_run_split_t *sg_run_split_new(size_t max_line, sg_run_line_fn emit, void *ud)
+{
+    sg_run_split_t *p = sg_xcalloc(1, sizeof(*p));
+    p->max = max_line ? max_line : 64 * 1024;
+    p->emit = emit;
+    p->ud = ud;
+    return p;
+}
+
+void sg_run_split_feed(sg_run_split_t *p, sg_run_stream_t st, const char *data, size_t n)
+{
+    int s = st == SG_RUN_STDERR;
+    split_run(&p->sp[s], p->max, s, data, n, pub_emit, p);
+}
+
+void sg_run_split_flush(sg_run_split_t *p)
+{
+    for (int s = 0; s < 2; s++) {
+        split_t *sp = &p->sp[s];
+        if (sp->len > 0) pub_emit(p, s, sp->buf, sp->len);
+        sp->len = 0;
+    }
+}
+
+void sg_run_split_free(sg_run_split_t *p)
+{
+    if (!p) return;
+    free(p->sp[0].buf);
+    free(p->sp[1].buf);
+    free(p);
 }
 
 /* ---- background log ---------------------------------------------------------------------- */
@@ -413,12 +482,54 @@ static void log_kick(cmd_t *c)
     c->reqs++;
 }
 
+static void log_fire(cmd_t *c);
+
 static void log_fail(cmd_t *c, int rc)
 {
     /* The file is unusable: keep what is on disk, forget the rest, stop logging. */
     c->log_err = rc;
     c->log_size = c->log_written;
     c->infl_len = c->infl_done = c->pend_len = 0;
+    log_fire(c);
+}
+
+/* Wakes every sg_runner_log_wait caller once (they re-check status and read on). */
+static void log_fire(cmd_t *c)
+{
+    if (!c->log_waiters || c->r->closing) return;
+    waiter_t *w = c->log_waiters;
+    c->log_waiters = NULL;
+    c->hold++;
+    while (w) {
+        waiter_t *next = w->next;
+        void (*cb)(void *) = w->cb;
+        void *ud = w->ud;
+        free(w);
+        cb(ud);
+        w = next;
+    }
+    c->hold--;
+}
+
+/* Notes that the next log byte (at log_size) comes from stream s, if that is a switch. */
+static void log_index(cmd_t *c, int s)
+{
+    if (c->log_fd < 0 || c->log_err || c->idx_full || c->log_size >= c->r->cfg.log_cap) return;
+    if (c->idx_len && (c->idx_first ^ (int)((c->idx_len - 1) & 1)) == s) return;
+    if (c->idx_len >= c->r->cfg.log_index_max) {
+        c->idx_full = 1;
+        c->idx_end = c->log_size;
+        return;
+    }
+    if (c->idx_len == c->idx_cap) {
+        c->idx_cap = c->idx_cap ? c->idx_cap * 2 : 16;
+        if (c->idx_cap > c->r->cfg.log_index_max) c->idx_cap = c->r->cfg.log_index_max;
+        c->idx = sg_xrealloc(c->idx, c->idx_cap * sizeof(*c->idx));
+    }
+    if (!c->idx_len) c->idx_first = s;
+    c->idx[c->idx_len].comb = c->log_size;
+    c->idx[c->idx_len].soff = c->off[s];
+    c->idx_len++;
 }
 
 static void log_write_cb(uv_fs_t *req)
@@ -570,6 +681,12 @@ static void cmd_free(cmd_t *c)
         c->waiters = w->next;
         free(w);
     }
+    while (c->log_waiters) {
+        waiter_t *w = c->log_waiters;
+        c->log_waiters = w->next;
+        free(w);
+    }
+    free(c->idx);
     free(c->log_path);
     free(c->pend);
     free(c->infl);
@@ -627,18 +744,23 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     int s = st == (uv_stream_t *)&c->pipes[1];
     if (nread > 0) {
         size_t n = (size_t)nread;
+        uint64_t before = c->log_size;
+        int trunc_before = c->log_trunc;
+        log_index(c, s);
         log_append(c, buf->base, n);
+        c->hold++;
         if (!c->done) {
-            c->hold++;
             if (!c->cbs_off && c->cbs.on_chunk)
                 c->cbs.on_chunk(c->cbs.ud,
                                 c->session_run ? SG_RUN_STDOUT : (sg_run_stream_t)(s + 1),
                                 buf->base, n, c->off[s], c->comb_off);
-            c->off[s] += n;
-            c->comb_off += n;
             split_feed(c, s, buf->base, n);
-            c->hold--;
         }
+        /* Counted after done too (bytes drained into the log), so offsets stay log offsets. */
+        c->off[s] += n;
+        c->comb_off += n;
+        if (c->log_size != before || c->log_trunc != trunc_before) log_fire(c);
+        c->hold--;
         cmd_maybe_free(c);
         return;
     }
@@ -787,6 +909,7 @@ static void cmd_finish(cmd_t *c)
         free(w);
         cb(ud);
     }
+    log_fire(c);
     c->hold--;
     pipes_update(c); /* the consumer's hold ends with completion: keep draining */
     /* Draining pipes without a log file would keep the record busy for nothing useful, but
@@ -951,6 +1074,9 @@ static void rec_release(cmd_t *c)
     sg_tentry_disarm(&c->ttl);
     close_pipe(c, 0);
     close_pipe(c, 1);
+    c->hold++;
+    log_fire(c); /* log readers see the record gone */
+    c->hold--;
     cmd_maybe_free(c);
 }
 
@@ -995,7 +1121,7 @@ int sg_runner_start(sg_runner_t *r, const sg_run_req_t *req, const sg_run_cbs_t 
     gen_hex(r, id);
     int log_fd = -1;
     char *log_path = NULL;
-    if (req->background) {
+    if (req->background || req->keep_log) {
         size_t n = strlen(r->log_dir) + SG_RUN_ID_LEN + 16;
         log_path = sg_xmalloc(n);
         snprintf(log_path, n, "%s/%s.output", r->log_dir, id);
@@ -1069,6 +1195,15 @@ static void add_waiter(cmd_t *c, void (*done)(void *), void *ud)
     w->ud = ud;
     w->next = c->waiters;
     c->waiters = w;
+}
+
+static void add_log_waiter(cmd_t *c, void (*cb)(void *), void *ud)
+{
+    waiter_t *w = sg_xmalloc(sizeof(*w));
+    w->cb = cb;
+    w->ud = ud;
+    w->next = c->log_waiters;
+    c->log_waiters = w;
 }
 
 int sg_runner_interrupt(sg_runner_t *r, const char *id, void (*done)(void *ud), void *ud,
@@ -1197,6 +1332,10 @@ int sg_runner_status(sg_runner_t *r, const char *id, sg_run_status_t *out, sg_ru
     out->finished_ns = c->done ? c->finished_ns : 0;
     out->log_size = c->log_size;
     out->log_truncated = c->log_trunc;
+    out->has_log = c->log_fd >= 0;
+    out->log_failed = c->log_err != 0;
+    out->start_failed = c->done && !c->spawned;
+    out->exec_ms = c->done ? c->exec_ms : 0;
     return 0;
 }
 
@@ -1206,7 +1345,7 @@ int sg_runner_log_read(sg_runner_t *r, const char *id, uint64_t cursor, size_t m
     if (err) err->code = 0, err->msg[0] = '\0';
     cmd_t *c = rec_find(r, id);
     if (!c) return set_err(err, SG_ENOTFOUND, "command not found: %s", id);
-    if (!c->background || c->log_fd < 0)
+    if (c->log_fd < 0)
         return set_err(err, SG_EINVAL, "command %s is not running in background", id);
     if (max == 0) max = 1;
     lread_t *lr = sg_xcalloc(1, sizeof(*lr));
@@ -1231,6 +1370,58 @@ int sg_runner_log_read(sg_runner_t *r, const char *id, uint64_t cursor, size_t m
     }
     c->reqs++;
     return 0;
+}
+
+int sg_runner_log_stream(sg_runner_t *r, const char *id, uint64_t off, sg_run_stream_t *st,
+                         uint64_t *stream_off, uint64_t *run_end)
+{
+    cmd_t *c = rec_find(r, id);
+    *run_end = UINT64_MAX;
+    if (!c) return SG_ENOTFOUND;
+    if (!c->idx_len || (c->idx_full && off >= c->idx_end) || off < c->idx[0].comb) return 1;
+    size_t lo = 0, hi = c->idx_len; /* the last entry with comb <= off */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->idx[mid].comb <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *st = (sg_run_stream_t)((c->idx_first ^ (int)(lo & 1)) + 1);
+    *stream_off = c->idx[lo].soff + (off - c->idx[lo].comb);
+    if (lo + 1 < c->idx_len)
+        *run_end = c->idx[lo + 1].comb;
+    else if (c->idx_full)
+        *run_end = c->idx_end;
+    return 0;
+}
+
+int sg_runner_log_wait(sg_runner_t *r, const char *id, uint64_t have, void (*cb)(void *ud),
+                       void *ud, sg_run_err_t *err)
+{
+    if (err) err->code = 0, err->msg[0] = '\0';
+    cmd_t *c = rec_find(r, id);
+    if (!c) return set_err(err, SG_ENOTFOUND, "command not found: %s", id);
+    if (c->log_fd < 0) return set_err(err, SG_EINVAL, "command %s has no log", id);
+    if (c->done || c->log_size > have) return 1;
+    add_log_waiter(c, cb, ud);
+    return 0;
+}
+
+void sg_runner_log_unwait(sg_runner_t *r, void *ud)
+{
+    for (cmd_t *c = r->cmds; c; c = c->next) {
+        waiter_t **pp = &c->log_waiters;
+        while (*pp) {
+            if ((*pp)->ud == ud) {
+                waiter_t *w = *pp;
+                *pp = w->next;
+                free(w);
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
 }
 
 const char *sg_runner_log_path(sg_runner_t *r, const char *id)
@@ -1423,6 +1614,7 @@ int sg_runner_open(uv_loop_t *loop, const sg_runner_cfg_t *cfg, sg_runner_t **ou
     if (!r->cfg.max_line) r->cfg.max_line = 64 * 1024;
     if (!r->cfg.log_cap) r->cfg.log_cap = 64ull << 20;
     if (!r->cfg.log_buf) r->cfg.log_buf = 256 * 1024;
+    if (!r->cfg.log_index_max) r->cfg.log_index_max = 16384;
     if (!r->cfg.eof_grace_ms) r->cfg.eof_grace_ms = 100;
     if (!r->cfg.kill_grace_ms) r->cfg.kill_grace_ms = 3000;
     if (!r->cfg.record_ttl_ms) r->cfg.record_ttl_ms = 3600 * 1000;

@@ -60,14 +60,22 @@
  * finished record is evicted; with every record running, start fails with SG_ETOOBIG.
  * Expiry removes the log file.
  *
- * Background log file: <cfg.log_dir>/<id>.output gets stdout+stderr bytes in read order,
+ * Log file (background commands, and foreground ones started with req->keep_log):
+ * <cfg.log_dir>/<id>.output gets stdout+stderr bytes in read order,
  * capped at cfg.log_cap bytes: past the cap bytes are dropped and the record says
  * log_truncated (the first log_cap bytes stay, cursors never move backwards). Writes are
  * uv_fs_write with one write in flight and at most cfg.log_buf bytes waiting in memory; when
  * that buffer is full the engine stops reading the command's pipes (the child blocks on its
  * write) until the disk catches up. The file is opened synchronously at start (one open(2)).
  * sg_runner_log_read serves [cursor, end) from the file (uv_fs_read) plus the bytes not yet
- * written, so a reader never misses bytes that are only in memory.
+ * written, so a reader never misses bytes that are only in memory. Byte k of the log is byte k
+ * of the combined stream (on_chunk's combined_off) up to the cap. A foreground command's log
+ * is written whatever its consumer does: a held consumer (sg_runner_hold) stops the pipes, so
+ * nothing new reaches the log either, and log backpressure pauses the pipes as for background.
+ * Which stream each log byte came from is kept as the list of offsets where the stream
+ * switches (sg_runner_log_stream), at most cfg.log_index_max switches per command.
+ * Followers: sg_runner_log_wait wakes a reader once when the log grows, the command completes,
+ * the log fails or the record goes away; readers never slow the command down.
  *
  * Sessions (2.10): a session is an id, a directory and two state files in cfg.log_dir
  * (sg-sess-<id>.env holding `export -p`, sg-sess-<id>.cwd holding `pwd`). Each run is a
@@ -113,6 +121,7 @@ typedef struct sg_runner_cfg {
     size_t max_line;        /* 64 KiB */
     uint64_t log_cap;       /* 64 MiB, per command */
     size_t log_buf;         /* 256 KiB of log bytes waiting for the disk, per command */
+    size_t log_index_max;   /* 16384 stream switches remembered per logged command */
     uint64_t eof_grace_ms;  /* 100: wait for pipe EOF after the shell exited */
     uint64_t kill_grace_ms; /* 3000: SIGTERM -> SIGKILL on interrupt */
     uint64_t record_ttl_ms; /* 1 h */
@@ -158,6 +167,7 @@ typedef struct sg_run_req {
     const char *command; /* required, non-empty */
     const char *cwd;     /* NULL = the agent's cwd; must be an existing directory */
     int background;
+    int keep_log;         /* foreground: also write the log file, as background does */
     uint64_t timeout_ms;  /* 0 = none */
     int has_uid, has_gid; /* gid requires uid */
     uint32_t uid, gid;
@@ -239,8 +249,12 @@ typedef struct sg_run_status {
     int signalled;                    /* last signal sg_runner_signal sent, 0 = none */
     const char *error;                /* "" when none; same lifetime as content */
     uint64_t started_ns, finished_ns; /* finished_ns 0 while running */
-    uint64_t log_size;                /* bytes accepted into the log (background) */
+    uint64_t log_size;                /* bytes accepted into the log */
     int log_truncated;                /* the cap dropped bytes */
+    int has_log;                      /* background, or foreground with keep_log */
+    int log_failed;                   /* a write failed: the log stops at log_size */
+    int start_failed;                 /* never ran: error is the start error */
+    uint64_t exec_ms;                 /* as on_done's, once finished */
 } sg_run_status_t;
 
 /* GET /command/status/{id}. SG_ENOTFOUND "command not found: <id>". */
@@ -250,12 +264,34 @@ int sg_runner_status(sg_runner_t *r, const char *id, sg_run_status_t *out, sg_ru
  * from the loop (never from inside this call) with the bytes and the next cursor (cursor + len;
  * a cursor at or past the end gives len 0 and echoes the cursor). A short answer just means
  * "ask again". Errors (no callback): SG_ENOTFOUND "command not found: <id>", SG_EINVAL
- * "command <id> is not running in background". cb err: 0, SG_ECLOSED (engine closed), or a
- * uv read error. */
+ * "command <id> is not running in background" (the command has no log). cb err: 0, SG_ECLOSED
+ * (engine closed), or a uv read error. */
 typedef void (*sg_run_log_cb)(void *ud, int err, const char *data, size_t len,
                               uint64_t next_cursor);
 int sg_runner_log_read(sg_runner_t *r, const char *id, uint64_t cursor, size_t max,
                        sg_run_log_cb cb, void *ud, sg_run_err_t *err);
+/* The stream log byte `off` came from and its offset in that stream; *run_end is the log
+ * offset where the stream next switches (UINT64_MAX: not known yet). Returns 0, 1 when it is
+ * not known (no byte logged yet, or past cfg.log_index_max switches), SG_ENOTFOUND. */
+int sg_runner_log_stream(sg_runner_t *r, const char *id, uint64_t off, sg_run_stream_t *st,
+                         uint64_t *stream_off, uint64_t *run_end);
+/* Following a log: returns 1 if there is something to do now (log_size > have, or the command
+ * completed), else 0 and cb(ud) is called once from the loop when the log grows, the command
+ * completes, the log fails or the record goes away (never after sg_runner_close). Errors:
+ * SG_ENOTFOUND, SG_EINVAL (no log). sg_runner_log_unwait drops every wait registered with ud. */
+int sg_runner_log_wait(sg_runner_t *r, const char *id, uint64_t have, void (*cb)(void *ud),
+                       void *ud, sg_run_err_t *err);
+void sg_runner_log_unwait(sg_runner_t *r, void *ud);
+
+/* A line splitter with the engine's rules (on_line above), one per stream, for readers that
+ * rebuild line events from log bytes. */
+typedef void (*sg_run_line_fn)(void *ud, sg_run_stream_t s, const char *text, size_t len);
+typedef struct sg_run_split sg_run_split_t;
+sg_run_split_t *sg_run_split_new(size_t max_line, sg_run_line_fn emit, void *ud);
+void sg_run_split_feed(sg_run_split_t *p, sg_run_stream_t s, const char *data, size_t n);
+void sg_run_split_flush(sg_run_split_t *p); /* emits unterminated tails */
+void sg_run_split_free(sg_run_split_t *p);
+
 /* Path of a command's log file ("" if none). */
 const char *sg_runner_log_path(sg_runner_t *r, const char *id);
 

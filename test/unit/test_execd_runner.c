@@ -1591,6 +1591,231 @@ static void test_execd_hold(void **state)
     fx_close(&f);
 }
 
+/* ---- foreground log (keep_log), the stream index, log followers ---- */
+
+typedef struct kchunk {
+    int stream;
+    uint64_t so, co;
+    size_t off, len; /* into kl_t.all */
+} kchunk_t;
+
+typedef struct kl {
+    run_t x; /* lines, done, result */
+    kchunk_t *ch;
+    size_t nch, cap;
+    char *all;
+    size_t alen;
+    sg_runner_t *r;
+    int hold_first; /* hold the output at the first chunk */
+    int held;
+    int wakes;
+} kl_t;
+
+static void kl_chunk(void *ud, sg_run_stream_t s, const char *d, size_t n, uint64_t so, uint64_t co)
+{
+    kl_t *k = ud;
+    if (k->nch == k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 64;
+        k->ch = realloc(k->ch, k->cap * sizeof(*k->ch));
+    }
+    k->ch[k->nch++] = (kchunk_t){(int)s, so, co, k->alen, n};
+    k->all = realloc(k->all, k->alen + n);
+    memcpy(k->all + k->alen, d, n);
+    k->alen += n;
+    k->x.comb += n;
+    if (k->hold_first && !k->held) {
+        k->held = 1;
+        assert_int_equal(sg_runner_hold(k->r, k, 1), 1);
+    }
+}
+static void kl_line(void *ud, sg_run_stream_t s, const char *t, size_t n)
+{
+    on_line(&((kl_t *)ud)->x, s, t, n);
+}
+static void kl_done(void *ud, const sg_run_result_t *res)
+{
+    on_done(&((kl_t *)ud)->x, res);
+}
+static void kl_wake(void *ud)
+{
+    ((kl_t *)ud)->wakes++;
+}
+
+static void kl_start(fx_t *f, kl_t *k, const char *command, char id[SG_RUN_ID_LEN + 1])
+{
+    memset(k, 0, sizeof(*k));
+    k->r = f->r;
+    sg_run_cbs_t cb = {kl_chunk, kl_line, kl_done, k};
+    sg_run_req_t req = {.command = command, .keep_log = 1};
+    sg_run_err_t err;
+    int rc = sg_runner_start(f->r, &req, &cb, id, &err);
+    if (rc != 0) fail_msg("start failed: %d %s", rc, err.msg);
+}
+
+static void kl_free(kl_t *k)
+{
+    run_free(&k->x);
+    free(k->ch);
+    free(k->all);
+}
+
+/* Every chunk the consumer saw is at its combined_offset in the log, and the log's stream
+ * index gives the chunk's stream and stream offset. */
+static void kl_check_log(fx_t *f, kl_t *k, const char *id)
+{
+    char *log = malloc(k->alen + 1);
+    uint64_t end;
+    size_t n = read_all(f, id, 0, 1 << 20, log, k->alen, &end);
+    assert_int_equal(n, k->alen);
+    assert_memory_equal(log, k->all, n);
+    for (size_t i = 0; i < k->nch; i++) {
+        kchunk_t *c = &k->ch[i];
+        assert_int_equal(c->co, c->off); /* combined_offset = log offset */
+        assert_memory_equal(log + c->co, k->all + c->off, c->len);
+        sg_run_stream_t st = 0;
+        uint64_t so = 0, run_end = 0;
+        assert_int_equal(sg_runner_log_stream(f->r, id, c->co, &st, &so, &run_end), 0);
+        assert_int_equal(st, c->stream);
+        assert_int_equal(so, c->so);
+        assert_true(run_end >= c->co + c->len);
+        assert_int_equal(sg_runner_log_stream(f->r, id, c->co + c->len - 1, &st, &so, &run_end), 0);
+        assert_int_equal(st, c->stream);
+        assert_int_equal(so, c->so + c->len - 1);
+    }
+    free(log);
+}
+
+static void test_execd_keep_log(void **state)
+{
+    (void)state;
+    fx_t f;
+    fx_open(&f, NULL);
+    kl_t k;
+    char id[SG_RUN_ID_LEN + 1];
+
+    /* Foreground with keep_log: streamed as usual AND logged, stderr interleaved. */
+    kl_start(&f, &k, "for i in $(seq 1 300); do echo out$i; echo err$i >&2; done", id);
+    spin_until(&f, &k.x.done);
+    assert_int_equal(k.x.res.exit_code, 0);
+    assert_int_equal(k.x.nlines, 600);
+    sg_run_status_t st;
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.background, 0);
+    assert_int_equal(st.has_log, 1);
+    assert_int_equal(st.log_size, k.alen);
+    assert_true(k.nch > 2);
+    kl_check_log(&f, &k, id);
+    struct stat sb;
+    spin_ms(&f, 30); /* the last write lands */
+    assert_int_equal(stat(sg_runner_log_path(f.r, id), &sb), 0);
+    assert_int_equal(sb.st_size, (off_t)k.alen);
+    /* Completed: a follower has something to do at once. */
+    assert_int_equal(sg_runner_log_wait(f.r, id, k.alen, kl_wake, &k, NULL), 1);
+    kl_free(&k);
+
+    /* Without keep_log a foreground command has no log. */
+    run_t x;
+    char fid[SG_RUN_ID_LEN + 1];
+    run_cmd(&f, "echo fg", &x, fid);
+    assert_int_equal(sg_runner_status(f.r, fid, &st, NULL), 0);
+    assert_int_equal(st.has_log, 0);
+    assert_string_equal(sg_runner_log_path(f.r, fid), "");
+    sg_run_err_t err;
+    assert_int_equal(sg_runner_log_wait(f.r, fid, 0, kl_wake, &k, &err), SG_EINVAL);
+    assert_int_equal(sg_runner_log_wait(f.r, "zz", 0, kl_wake, &k, &err), SG_ENOTFOUND);
+    run_free(&x);
+
+    /* A follower caught up with a running command is woken when the log grows, then when it
+     * completes; unwait drops a registration. */
+    kl_start(&f, &k, "echo a; sleep 0.3; echo b; sleep 0.3", id);
+    spin_bytes(&f, &k.x, 2);
+    assert_int_equal(sg_runner_log_wait(f.r, id, 0, kl_wake, &k, NULL), 1); /* 2 bytes > 0 */
+    assert_int_equal(sg_runner_log_wait(f.r, id, 2, kl_wake, &k, NULL), 0);
+    spin_until(&f, &k.wakes);
+    assert_int_equal(k.x.comb, 4);
+    assert_int_equal(k.x.done, 0);
+    k.wakes = 0;
+    assert_int_equal(sg_runner_log_wait(f.r, id, 4, kl_wake, &k, NULL), 0);
+    spin_until(&f, &k.wakes); /* completion */
+    assert_int_equal(k.x.done, 1);
+    k.wakes = 0;
+    kl_free(&k);
+    kl_start(&f, &k, "sleep 0.2; echo late", id);
+    assert_int_equal(sg_runner_log_wait(f.r, id, 0, kl_wake, &k, NULL), 0);
+    sg_runner_log_unwait(f.r, &k);
+    spin_until(&f, &k.x.done);
+    assert_int_equal(k.wakes, 0);
+    kl_free(&k);
+    fx_close(&f);
+
+    /* A held consumer and log backpressure together: nothing is lost, the log keeps every
+     * byte the consumer gets, and both pauses really happened. */
+    sg_runner_cfg_t cfg = {.log_buf = 4096};
+    fx_open(&f, &cfg);
+    kl_start(&f, &k, "seq 1 200000", id);
+    k.hold_first = 1;
+    spin_until(&f, &k.held);
+    spin_ms(&f, 200);
+    size_t at_hold = k.alen;
+    assert_true(at_hold <= 2 * 65536); /* at most the read under way per pipe */
+    assert_int_equal(sg_runner_status(f.r, id, &st, NULL), 0);
+    assert_int_equal(st.running, 1);
+    assert_int_equal(st.log_size, k.alen); /* the log kept up with what was read */
+    assert_int_equal(sg_runner_hold(f.r, &k, 0), 1);
+    spin_until(&f, &k.x.done);
+    assert_int_equal(k.x.res.exit_code, 0);
+    assert_int_equal(k.x.nlines, 200000);
+    assert_true(stats(&f).out_holds >= 1);
+    assert_true(stats(&f).read_pauses > 0);
+    kl_check_log(&f, &k, id);
+    kl_free(&k);
+    fx_close(&f);
+
+    /* The stream index is bounded: past log_index_max switches the stream is not known. */
+    sg_runner_cfg_t cfg2 = {.log_index_max = 4};
+    fx_open(&f, &cfg2);
+    kl_start(&f, &k,
+             "for i in 1 2 3 4 5 6; do echo o$i; sleep 0.02; echo e$i >&2; sleep 0.02; done", id);
+    spin_until(&f, &k.x.done);
+    sg_run_stream_t s = 0;
+    uint64_t so = 0, re = 0;
+    assert_int_equal(sg_runner_log_stream(f.r, id, 0, &s, &so, &re), 0);
+    assert_int_equal(s, SG_RUN_STDOUT);
+    assert_int_equal(re, 3); /* "o1\n", then stderr */
+    assert_int_equal(sg_runner_log_stream(f.r, id, 3, &s, &so, &re), 0);
+    assert_int_equal(s, SG_RUN_STDERR);
+    assert_int_equal(so, 0);
+    assert_int_equal(sg_runner_log_stream(f.r, id, 12, &s, &so, &re), 1); /* 5th switch on */
+    assert_int_equal(re, UINT64_MAX);
+    assert_int_equal(sg_runner_log_stream(f.r, "zz", 0, &s, &so, &re), SG_ENOTFOUND);
+    kl_free(&k);
+    fx_close(&f);
+}
+
+static void split_line(void *ud, sg_run_stream_t s, const char *t, size_t n)
+{
+    on_line(ud, s, t, n);
+}
+
+static void test_execd_split_public(void **state)
+{
+    (void)state;
+    run_t x;
+    cbs_for(&x);
+    sg_run_split_t *p = sg_run_split_new(4, split_line, &x);
+    sg_run_split_feed(p, SG_RUN_STDOUT, "ab\r", 3);
+    sg_run_split_feed(p, SG_RUN_STDERR, "e1\n\nlong", 8);
+    sg_run_split_feed(p, SG_RUN_STDOUT, "\ncd", 3);
+    sg_run_split_flush(p);
+    sg_run_split_free(p);
+    char b[128];
+    joined(&x, 1, b, sizeof(b));
+    assert_string_equal(b, "ab|cd");
+    joined(&x, 2, b, sizeof(b));
+    assert_string_equal(b, "e1|\n|long");
+    run_free(&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1614,6 +1839,8 @@ int main(void)
         cmocka_unit_test(test_execd_signal),
         cmocka_unit_test(test_execd_signal_names),
         cmocka_unit_test(test_execd_hold),
+        cmocka_unit_test(test_execd_keep_log),
+        cmocka_unit_test(test_execd_split_public),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
