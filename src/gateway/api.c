@@ -10,7 +10,9 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "provider_local.h"
 #include "proxy.h"
+#include "store.h"
 #include "sandgate/common.h"
 #include "sandgate/http_client.h"
 #include "sandgate/json.h"
@@ -38,6 +40,7 @@ struct sg_api {
     unsigned ops;      /* provider operations in flight */
     unsigned creating; /* creates in flight (count toward max_sandboxes) */
     int closing;
+    int restoring; /* records being recreated from the store: not written back */
     unsigned closes_pending;
     void (*close_cb)(void *ud);
     void *close_ud;
@@ -150,6 +153,123 @@ static void expiry_rearm(sg_api_t *a)
     uv_timer_start(&a->expiry_timer, on_expiry, (uint64_t)delay, 0);
 }
 
+/* --- durability (store.h): every record change is written; what a client is told was done
+ * (create, delete, pause, resume, metadata, renew) is answered only once it is committed. */
+
+static char *request_json(const sg_sandbox_t *s)
+{
+    json_t *o = json_object();
+    if (s->image) json_object_set_new(o, "image", json_string(s->image));
+    if (s->entrypoint) json_object_set(o, "entrypoint", s->entrypoint);
+    if (s->env) json_object_set(o, "env", s->env);
+    if (s->platform) json_object_set(o, "platform", s->platform);
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+static void store_logged(void *ud, int err, const char *msg)
+{
+    char *id = ud;
+    if (err < 0)
+        sg_log_kv(SG_LOG_ERROR, "store: writing a sandbox record failed", "id", id, "error",
+                  msg ? msg : sg_strerror(err), NULL);
+    free(id);
+}
+
+/* Writes s; cb(ud, err, msg) once it is committed (cb NULL: errors are logged). Without a
+ * store, cb runs at once. */
+static void store_put(sg_api_t *a, sg_sandbox_t *s, sg_store_cb cb, void *ud)
+{
+    if (!a->cfg.store) {
+        if (cb) cb(ud, 0, NULL);
+        return;
+    }
+    char *req = request_json(s);
+    char *meta = json_dumps(s->metadata, JSON_COMPACT);
+    sg_store_sandbox_t r = {
+        .id = s->id,
+        .tenant = a->cfg.tenant,
+        .provider = a->cfg.provider_name ? a->cfg.provider_name : "local",
+        .provider_id = s->has_handle ? s->handle.provider_id : NULL,
+        .execd = s->has_handle ? s->handle.execd : NULL,
+        .access_token = s->has_handle ? s->handle.access_token : NULL,
+        .create_request = req,
+        .state = sg_sbx_state_name(s->state),
+        .reason = s->reason,
+        .message = s->message,
+        .metadata = meta,
+        .created_us = s->created_us,
+        .expires_us = s->expires_us,
+        .transition_us = s->transition_us,
+        .reap_us = s->reap_us,
+    };
+    if (!cb) {
+        cb = store_logged;
+        ud = sg_xstrdup(s->id);
+    }
+    int rc = sg_store_put_sandbox(a->cfg.store, &r, cb, ud);
+    free(req);
+    free(meta);
+    if (rc < 0) cb(ud, rc, "the store refused the write (closed or its queue is full)");
+}
+
+static void store_delete(sg_api_t *a, const char *id, sg_store_cb cb, void *ud)
+{
+    if (!a->cfg.store) {
+        if (cb) cb(ud, 0, NULL);
+        return;
+    }
+    if (!cb) {
+        cb = store_logged;
+        ud = sg_xstrdup(id);
+    }
+    int rc = sg_store_delete_sandbox(a->cfg.store, id, cb, ud);
+    if (rc < 0) cb(ud, rc, "the store refused the write (closed or its queue is full)");
+}
+
+/* sg_sbx_changed_hook: state changes are written as they happen. */
+static void on_sbx_changed(sg_sandbox_t *s)
+{
+    sg_api_t *a = s->api;
+    if (a && !a->restoring) store_put(a, s, NULL, NULL);
+}
+
+/* Answering a request once the change it made is durable. */
+typedef struct ack {
+    sg_http_req_t *req;
+    int status;
+    json_t *body; /* NULL: an empty body */
+} ack_t;
+
+static void on_ack(void *ud, int err, const char *msg)
+{
+    ack_t *k = ud;
+    if (err < 0) {
+        char m[512];
+        snprintf(m, sizeof(m), "the change could not be made durable: %s",
+                 msg ? msg : sg_strerror(err));
+        sg_http_respond_error(k->req, 500, "SANDBOX::STORE_FAILED", m);
+    } else if (k->body) {
+        sg_http_respond_json(k->req, k->status, k->body);
+    } else {
+        sg_http_respond(k->req, k->status, NULL, NULL, 0);
+    }
+    json_decref(k->body);
+    free(k);
+}
+
+/* Writes s, then answers req with status and body (stolen; NULL = empty). */
+static void persist_then_respond(sg_api_t *a, sg_sandbox_t *s, sg_http_req_t *req, int status,
+                                 json_t *body)
+{
+    ack_t *k = sg_xcalloc(1, sizeof(*k));
+    k->req = req;
+    k->status = status;
+    k->body = body;
+    store_put(a, s, on_ack, k);
+}
+
 /* --- provider operations */
 
 typedef struct op {
@@ -203,6 +323,7 @@ static void sandbox_fail(sg_api_t *a, sg_sandbox_t *s, const char *reason, const
     sg_sbx_set_state(s, SG_SBX_FAILED, reason, "%s", msg);
     /* Kept so clients can see why, but not forever (the reference keeps them an hour). */
     if (a->cfg.failed_ttl_ms) s->reap_us = sg_sbx_now_us() + (int64_t)a->cfg.failed_ttl_ms * 1000;
+    if (!a->restoring) store_put(a, s, NULL, NULL);
     expiry_rearm(a);
     sg_log_kv(SG_LOG_WARN, "sandbox failed", "id", s->id, "reason", reason, "message", msg, NULL);
     if (!s->has_handle || s->busy) return;
@@ -390,7 +511,7 @@ static void on_created(void *ud, int err, const sg_prov_err_t *e, const sg_sandb
     sg_sbx_link(sg_sbx_tenant(&a->store, a->cfg.tenant, 1), s);
     sg_log_kv(SG_LOG_INFO, "sandbox created", "id", s->id, "image", s->image, "execd",
               s->handle.execd, "enforced", s->handle.enforced, NULL);
-    respond_json(o->req, 202, sg_sbx_create_json(s));
+    persist_then_respond(a, s, o->req, 202, sg_sbx_create_json(s));
     start_wait_ready(a, s);
     expiry_rearm(a);
     op_free(o);
@@ -517,13 +638,21 @@ static void on_deleted(void *ud, int err, const sg_prov_err_t *e)
         else if (o->a->cfg.failed_ttl_ms)
             s->reap_us = sg_sbx_now_us() + (int64_t)o->a->cfg.failed_ttl_ms * 1000;
         if (!o->a->closing) sg_sbx_link(sg_sbx_tenant(&o->a->store, o->a->cfg.tenant, 1), s);
+        store_put(o->a, s, NULL, NULL);
         if (o->req)
             respond_prov_err(o->req, e, err, 500, "SANDBOX::SANDBOX_DELETE_FAILED",
                              "cannot delete the sandbox");
     } else {
         s->has_handle = 0;
         sg_log_kv(SG_LOG_INFO, "sandbox deleted", "id", s->id, NULL);
-        if (o->req) sg_http_respond(o->req, 204, NULL, NULL, 0);
+        if (o->req) {
+            ack_t *k = sg_xcalloc(1, sizeof(*k));
+            k->req = o->req;
+            k->status = 204;
+            store_delete(o->a, s->id, on_ack, k);
+        } else {
+            store_delete(o->a, s->id, NULL, NULL);
+        }
     }
     expiry_rearm(o->a);
     op_free(o);
@@ -542,7 +671,12 @@ static void sandbox_delete(sg_api_t *a, sg_sandbox_t *s, sg_http_req_t *req)
         int r = s->prov->ops->destroy(s->prov, &s->handle, on_deleted, o);
         if (r < 0) on_deleted(o, r, NULL);
     } else if (req) {
-        sg_http_respond(req, 204, NULL, NULL, 0);
+        ack_t *k = sg_xcalloc(1, sizeof(*k));
+        k->req = req;
+        k->status = 204;
+        store_delete(a, s->id, on_ack, k);
+    } else {
+        store_delete(a, s->id, NULL, NULL);
     }
     sg_sbx_unref(s);
 }
@@ -565,12 +699,12 @@ static void on_paused_resumed(void *ud, int err, const sg_prov_err_t *e)
         if (!pausing || o->prev == SG_SBX_RUNNING) arm_health(a, s);
     } else if (pausing) {
         sg_sbx_set_state(s, SG_SBX_PAUSED, "SANDBOX_PAUSED", "Sandbox is paused.");
-        sg_http_respond(o->req, 202, NULL, NULL, 0);
+        persist_then_respond(a, s, o->req, 202, NULL);
     } else {
         set_running(s);
         s->missed_pings = 0;
         arm_health(a, s);
-        sg_http_respond(o->req, 202, NULL, NULL, 0);
+        persist_then_respond(a, s, o->req, 202, NULL);
     }
     if (s->linked) expiry_rearm(a); /* an expiry that came due while busy */
     op_free(o);
@@ -625,7 +759,7 @@ static void on_patch_body(sg_http_req_t *req, int err, const char *body, size_t 
     } else if (st) {
         sg_http_respond_error(req, st, code, msg);
     } else {
-        respond_json(req, 200, sg_sbx_json(s));
+        persist_then_respond(a, s, req, 200, sg_sbx_json(s));
     }
     json_decref(j);
 out:
@@ -677,7 +811,7 @@ static void on_renew_body(sg_http_req_t *req, int err, const char *body, size_t 
         expiry_rearm(a);
         char t[40];
         sg_sbx_format_time(us, t);
-        respond_json(req, 200, json_pack("{s:s}", "expiresAt", t));
+        persist_then_respond(a, s, req, 200, json_pack("{s:s}", "expiresAt", t));
     }
 out:
     free(id);
@@ -1005,6 +1139,7 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
     a->cfg = *cfg;
     a->prov = prov;
     sg_sbx_store_init(&a->store);
+    sg_sbx_changed_hook = on_sbx_changed;
     if (getrandom(&a->rng, sizeof(a->rng), 0) != sizeof(a->rng) || !a->rng)
         a->rng = 0x9e3779b97f4a7c15ull ^ sg_now_ns();
 
@@ -1050,6 +1185,7 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
 static void close_step(sg_api_t *a)
 {
     if (--a->closes_pending) return;
+    sg_sbx_changed_hook = NULL;
     sg_sbx_store_free(&a->store);
     void (*cb)(void *) = a->close_cb;
     void *ud = a->close_ud;
@@ -1131,4 +1267,128 @@ void sg_api_count_states(sg_api_t *a, uint64_t out[SG_SBX_NSTATES])
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
         for (sg_sandbox_t *s = t->head; s; s = s->next)
             if ((unsigned)s->state < SG_SBX_NSTATES) out[s->state]++;
+}
+
+/* --- restart (store.h) */
+
+static void on_orphan_destroyed(void *ud, int err, const sg_prov_err_t *e)
+{
+    op_t *o = ud;
+    if (err < 0)
+        sg_log_kv(SG_LOG_WARN, "could not reap a sandbox without a record", "error",
+                  e && e->message[0] ? e->message : sg_strerror(err), NULL);
+    op_free(o);
+}
+
+static void restore_one(sg_api_t *a, const sg_store_sandbox_t *r, int64_t now)
+{
+    sg_sandbox_t *s = sg_sbx_new();
+    snprintf(s->id, sizeof(s->id), "%s", r->id);
+    s->api = a;
+    s->prov = a->prov;
+    json_t *req = r->create_request ? json_loads(r->create_request, 0, NULL) : NULL;
+    const char *image = json_string_value(json_object_get(req, "image"));
+    s->image = sg_xstrdup(image ? image : "");
+    json_t *v;
+    if ((v = json_object_get(req, "entrypoint")) && json_is_array(v)) {
+        json_decref(s->entrypoint);
+        s->entrypoint = json_incref(v);
+    }
+    if ((v = json_object_get(req, "env")) && json_is_object(v)) {
+        json_decref(s->env);
+        s->env = json_incref(v);
+    }
+    if ((v = json_object_get(req, "platform")) && json_is_object(v)) s->platform = json_incref(v);
+    json_decref(req);
+    json_t *meta = r->metadata ? json_loads(r->metadata, 0, NULL) : NULL;
+    if (json_is_object(meta)) {
+        json_decref(s->metadata);
+        s->metadata = meta;
+    } else {
+        json_decref(meta);
+    }
+    int st = sg_sbx_state_parse(r->state ? r->state : "");
+    s->state = st < 0 ? SG_SBX_FAILED : (sg_sbx_state_t)st;
+    snprintf(s->reason, sizeof(s->reason), "%s", r->reason ? r->reason : "");
+    snprintf(s->message, sizeof(s->message), "%s", r->message ? r->message : "");
+    s->created_us = r->created_us;
+    s->expires_us = r->expires_us;
+    s->transition_us = r->transition_us;
+    s->reap_us = r->reap_us;
+
+    /* The real thing: the local provider's state file says how to reach it and whether its
+     * processes are still there. */
+    int alive = 0;
+    sg_local_state_t ls;
+    if (a->prov && a->cfg.data_dir && sg_local_state_load(a->cfg.data_dir, s->id, &ls) == 0) {
+        sg_local_state_to_handle(&ls, &s->handle);
+        s->has_handle = 1;
+        alive = sg_local_state_alive(&ls);
+    }
+    sg_sbx_link(sg_sbx_tenant(&a->store, r->tenant ? r->tenant : a->cfg.tenant, 1), s);
+    sg_sbx_unref(s); /* the tenant list holds it */
+
+    if (s->state == SG_SBX_STOPPING || s->state == SG_SBX_TERMINATED ||
+        (s->expires_us && s->expires_us <= now)) {
+        /* Deleted or expired while the gateway was down: finish the deletion. */
+        sg_log_kv(SG_LOG_INFO, "restart: deleting a sandbox that expired or was being deleted",
+                  "id", s->id, NULL);
+        sandbox_delete(a, s, NULL);
+        return;
+    }
+    if (s->state == SG_SBX_FAILED) {
+        if (s->has_handle && !alive) s->has_handle = 0; /* nothing left to destroy */
+        return;                                           /* kept until its reap time */
+    }
+    if (!s->has_handle || !alive) {
+        sandbox_fail(a, s, "SANDBOX_LOST",
+                     "the sandbox's processes were gone when the gateway restarted");
+        return;
+    }
+    switch (s->state) {
+    case SG_SBX_PENDING: start_wait_ready(a, s); break;
+    case SG_SBX_PAUSED: break;
+    case SG_SBX_PAUSING:
+    case SG_SBX_RESUMING:
+        /* An operation the crash interrupted: the health check settles it. */
+        set_running(s);
+        arm_health(a, s);
+        break;
+    default: arm_health(a, s); break;
+    }
+}
+
+size_t sg_api_restore(sg_api_t *a, const sg_store_snapshot_t *snap)
+{
+    int64_t now = sg_sbx_now_us();
+    a->restoring = 1;
+    for (size_t i = 0; i < snap->nsandboxes; i++)
+        restore_one(a, &snap->sandboxes[i], now);
+    a->restoring = 0;
+    /* What restore decided (Failed, deleted) is written now, in one batch. */
+    for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
+        for (sg_sandbox_t *s = t->head; s; s = s->next)
+            store_put(a, s, NULL, NULL);
+    /* Sandboxes this gateway made that have no record (created, then the gateway died before
+     * the record was committed and the client was answered): reaped. */
+    sg_local_state_t *disk = NULL;
+    size_t n = 0;
+    if (a->prov && a->cfg.data_dir && sg_local_list_on_disk(a->cfg.data_dir, &disk, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            int known = 0;
+            for (size_t k = 0; k < snap->nsandboxes && !known; k++)
+                known = strcmp(snap->sandboxes[k].id, disk[i].id) == 0;
+            if (known) continue;
+            sg_log_kv(SG_LOG_WARN, "restart: reaping a sandbox that has no record", "id",
+                      disk[i].id, NULL);
+            sg_sandbox_handle_t h;
+            sg_local_state_to_handle(&disk[i], &h);
+            op_t *o = op_new(a, NULL, NULL);
+            int r = a->prov->ops->destroy(a->prov, &h, on_orphan_destroyed, o);
+            if (r < 0) on_orphan_destroyed(o, r, NULL);
+        }
+    }
+    free(disk);
+    expiry_rearm(a);
+    return snap->nsandboxes;
 }

@@ -50,6 +50,9 @@ typedef struct sg_api_config {
     int tls;            /* the listener speaks TLS (X-Forwarded-Proto) */
     const char *listen; /* endpoint host when a request has no Host header */
     sg_stream_config_t stream; /* processes and their subscribers (process.h) */
+    struct sg_store *store;    /* durable records (store.h), or NULL: in memory only */
+    const char *data_dir;      /* for restart reconciliation of local sandboxes */
+    const char *provider_name; /* stored with each sandbox, default "local" */
 } sg_api_config_t;
 
 typedef struct sg_api sg_api_t;
@@ -60,6 +63,13 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
 /* 1 when the request is the API's (it answers it), 0 otherwise. */
 int sg_api_route(sg_api_t *a, sg_http_req_t *req);
 void sg_api_close(sg_api_t *a, void (*cb)(void *ud), void *ud);
+
+struct sg_store_snapshot;
+/* Restart: recreates the stored sandboxes and reconciles them with reality (local provider:
+ * the state files under data_dir): alive ones resume their timers, gone ones become Failed,
+ * expired ones are deleted, sandboxes on disk without a record are reaped. Call once, after
+ * sg_api_new and before serving. Returns how many records were restored. */
+size_t sg_api_restore(sg_api_t *a, const struct sg_store_snapshot *snap);
 
 /* --- errors as the reference server writes them */
 typedef struct sg_api_err {

@@ -148,6 +148,8 @@ sg_sandbox_t *sg_sbx_find(sg_tenant_t *t, const char *id)
     return NULL;
 }
 
+void (*sg_sbx_changed_hook)(sg_sandbox_t *s);
+
 void sg_sbx_set_state(sg_sandbox_t *s, sg_sbx_state_t st, const char *reason, const char *fmt, ...)
 {
     if (s->state != st) s->transition_us = sg_sbx_now_us();
@@ -160,6 +162,7 @@ void sg_sbx_set_state(sg_sandbox_t *s, sg_sbx_state_t st, const char *reason, co
         vsnprintf(s->message, sizeof(s->message), fmt, ap);
         va_end(ap);
     }
+    if (sg_sbx_changed_hook) sg_sbx_changed_hook(s);
 }
 
 const char *sg_sbx_state_name(sg_sbx_state_t st)

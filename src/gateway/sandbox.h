@@ -103,6 +103,8 @@ void sg_sbx_link(sg_tenant_t *t, sg_sandbox_t *s);
 void sg_sbx_unlink(sg_sandbox_t *s);
 sg_sandbox_t *sg_sbx_find(sg_tenant_t *t, const char *id);
 
+/* Runs after every sg_sbx_set_state (the api persists the record from it); NULL = none. */
+extern void (*sg_sbx_changed_hook)(sg_sandbox_t *s);
 /* Sets state, reason and message; lastTransitionAt moves only when the state changes. */
 void sg_sbx_set_state(sg_sandbox_t *s, sg_sbx_state_t st, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

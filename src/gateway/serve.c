@@ -24,6 +24,7 @@
 #include "gwmetrics.h"
 #include "image.h"
 #include "provider_local.h"
+#include "store.h"
 #include "sandgate/common.h"
 #include "sandgate/config.h"
 #include "sandgate/http_server.h"
@@ -154,6 +155,11 @@ typedef struct gateway {
     uv_signal_t sigterm;
     uv_signal_t sigint;
     int stopping;
+    sg_store_t *store;
+    int store_done; /* the open / load in progress has called back */
+    int store_err;
+    char store_msg[512];
+    size_t restored;
 } gateway_t;
 
 static void on_request(sg_http_req_t *req, void *data)
@@ -198,12 +204,41 @@ static void on_access(const sg_http_access_t *e, void *data)
     sg_log_request(&r);
 }
 
+static void on_store_opened(void *ud, int err, const char *msg)
+{
+    gateway_t *g = ud;
+    g->store_done = 1;
+    g->store_err = err;
+    snprintf(g->store_msg, sizeof(g->store_msg), "%s", msg ? msg : "");
+}
+
+static void on_store_loaded(void *ud, int err, const char *msg, const sg_store_snapshot_t *snap)
+{
+    gateway_t *g = ud;
+    g->store_done = 1;
+    g->store_err = err;
+    snprintf(g->store_msg, sizeof(g->store_msg), "%s", msg ? msg : "");
+    if (err == 0) g->restored = sg_api_restore(g->api, snap);
+}
+
+/* Runs the loop until the store's pending call answered (the worker thread does the disk
+ * work; the loop only waits for its completion). */
+static int store_wait(gateway_t *g)
+{
+    while (!g->store_done)
+        uv_run(g->loop, UV_RUN_ONCE);
+    g->store_done = 0;
+    return g->store_err;
+}
+
 static void on_api_closed(void *data)
 {
     gateway_t *g = data;
     g->api = NULL;
     if (g->metrics) sg_gwmetrics_close(g->metrics, NULL, NULL);
     g->metrics = NULL;
+    if (g->store) sg_store_close(g->store, NULL, NULL); /* after the api's last write */
+    g->store = NULL;
     uv_close((uv_handle_t *)&g->sigterm, NULL);
     uv_close((uv_handle_t *)&g->sigint, NULL);
 }
@@ -402,6 +437,18 @@ int sg_gateway_serve(int argc, char **argv)
         }
     }
 
+    /* The durable store first: a foreign or corrupt file stops the start, untouched. */
+    if ((r = sg_store_open(g.loop, g.cfg.data, NULL, on_store_opened, &g, &g.store)) < 0) {
+        fprintf(stderr, "sandgate serve: cannot start the store: %s\n", sg_strerror(r));
+        goto fail;
+    }
+    if (store_wait(&g) < 0) {
+        fprintf(stderr, "sandgate serve: %s\n", g.store_msg);
+        sg_store_close(g.store, NULL, NULL);
+        uv_run(g.loop, UV_RUN_DEFAULT);
+        goto fail;
+    }
+
     sg_http_server_config_t hc;
     sg_http_server_config_init(&hc);
     hc.limits.max_header_bytes = g.cfg.max_header_bytes;
@@ -421,12 +468,6 @@ int sg_gateway_serve(int argc, char **argv)
         fprintf(stderr, "sandgate serve: %s\n", sg_strerror(r));
         goto fail;
     }
-    if ((r = sg_http_server_listen(g.http, g.cfg.listen, err, sizeof(err))) < 0) {
-        fprintf(stderr, "sandgate serve: cannot listen on %s: %s\n", g.cfg.listen, err);
-        sg_http_server_close(g.http, NULL);
-        uv_run(g.loop, UV_RUN_DEFAULT);
-        goto fail;
-    }
 
     g.api_cfg.api_key = g.cfg.api_key;
     g.api_cfg.ready_timeout_ms = g.cfg.ready_timeout_ms;
@@ -443,6 +484,9 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.stream.sub_sndbuf = (int)g.cfg.sub_sndbuf;
     g.api_cfg.stream.heartbeat_ms = g.cfg.sse_heartbeat_ms;
     g.api_cfg.stream.origin_pause = g.cfg.origin_pause;
+    g.api_cfg.store = g.store;
+    g.api_cfg.data_dir = g.cfg.data;
+    g.api_cfg.provider_name = g.cfg.provider;
     g.api_cfg.stream.exact_output = strcmp(g.cfg.exact_output, "on") == 0;
     g.api_cfg.tls = g.tls != NULL;
     g.api_cfg.listen = g.cfg.listen;
@@ -475,6 +519,22 @@ int sg_gateway_serve(int argc, char **argv)
     }
     if ((r = sg_api_new(g.loop, &g.api_cfg, prov, &g.api)) < 0) {
         fprintf(stderr, "sandgate serve: %s\n", sg_strerror(r));
+        return 1;
+    }
+    /* Restart: the stored records, reconciled with what still runs, before the first request. */
+    if (sg_store_load_all(g.store, on_store_loaded, &g) < 0 || store_wait(&g) < 0) {
+        fprintf(stderr, "sandgate serve: cannot load the store: %s\n", g.store_msg);
+        return 1;
+    }
+    if (g.restored) {
+        char n[32];
+        snprintf(n, sizeof(n), "%zu", g.restored);
+        sg_log_kv(SG_LOG_INFO, "restored sandboxes from the store", "count", n, NULL);
+    }
+    if ((r = sg_http_server_listen(g.http, g.cfg.listen, err, sizeof(err))) < 0) {
+        fprintf(stderr, "sandgate serve: cannot listen on %s: %s\n", g.cfg.listen, err);
+        sg_http_server_close(g.http, NULL);
+        uv_run(g.loop, UV_RUN_DEFAULT);
         return 1;
     }
 

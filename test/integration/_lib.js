@@ -49,17 +49,19 @@ function cleanup() {
 process.on('exit', cleanup);
 
 // Starts a gateway; resolves once /health answers. extra: more command-line flags.
-async function startGateway(name, extra = []) {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `sg-${name}-`));
-  const data = path.join(tmp, 'data');
+async function startGateway(name, extra = [], opts = {}) {
+  const tmp = opts.data ? path.dirname(opts.data) : fs.mkdtempSync(path.join(os.tmpdir(), `sg-${name}-`));
+  const data = opts.data || path.join(tmp, 'data');
   const port = await freePort();
   const args = ['serve', '--listen', `127.0.0.1:${port}`, '--data', data, '--image', 'ubuntu:22.04=host',
     '--execd-bin', path.join(BIN_DIR, 'sandgate-execd'), '--log-level', 'warn', ...extra];
   // Under ASan, freed memory sits in a quarantine (256 MB by default) that would hide what
   // memory bounds a test checks: keep it small.
   const asan = [process.env.ASAN_OPTIONS, 'quarantine_size_mb=4', 'thread_local_quarantine_size_kb=64'].filter(Boolean).join(':');
+  if (opts.port) args[2] = `127.0.0.1:${opts.port}`;
   const child = spawn(path.join(BIN_DIR, 'sandgate'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ASAN_OPTIONS: asan } });
-  const g = { tmp, data, port, child, base: `http://127.0.0.1:${port}`, log: '' };
+  const p = opts.port || port;
+  const g = { tmp, data, port: p, child, base: `http://127.0.0.1:${p}`, log: '' };
   child.stdout.on('data', (d) => { g.log += d; });
   child.stderr.on('data', (d) => { g.log += d; });
   gateways.push(g);
@@ -167,4 +169,13 @@ async function main(fn) {
   }
 }
 
-module.exports = { sleep, ok, freePort, startGateway, createRunning, stream, parseSse, parseExecd, rssKiB, main, assert };
+// The host pid of a local sandbox's init (from its state file), or 0.
+function initPid(data, id) {
+  try { return JSON.parse(fs.readFileSync(path.join(data, 'sandboxes', id, 'state.json'), 'utf8')).init_pid || 0; } catch (_) { return 0; }
+}
+
+function pidAlive(pid) {
+  try { process.kill(pid, 0); return true; } catch (_) { return false; }
+}
+
+module.exports = { initPid, pidAlive, sleep, ok, freePort, startGateway, createRunning, stream, parseSse, parseExecd, rssKiB, main, assert };
