@@ -1170,6 +1170,7 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
         free(a);
         return r;
     }
+    sg_procs_set_store(a->procs, cfg->store);
     static const unsigned jitter_pct[NJITTER] = {80, 90, 100, 110, 120};
     for (size_t i = 0; i < NSTEPS; i++)
         for (int j = 0; j < NJITTER; j++)
@@ -1233,6 +1234,7 @@ static void maybe_closed(sg_api_t *a)
         a->health_lists[j].timer.data = a;
         sg_tlist_close(&a->health_lists[j], on_tlist_closed);
     }
+    sg_procs_shutting_down(a->procs); /* running commands re-attach at the next start */
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
         for (sg_sandbox_t *s = t->head; s; s = s->next)
             sg_procs_drop_sandbox(a->procs, s, 1);
@@ -1365,6 +1367,14 @@ size_t sg_api_restore(sg_api_t *a, const sg_store_snapshot_t *snap)
     for (size_t i = 0; i < snap->nsandboxes; i++)
         restore_one(a, &snap->sandboxes[i], now);
     a->restoring = 0;
+    /* Their processes: finished ones listed again, running ones re-attached. */
+    for (size_t i = 0; i < snap->nprocesses; i++) {
+        const sg_store_process_t *pr = &snap->processes[i];
+        sg_sandbox_t *s = NULL;
+        for (sg_tenant_t *t = a->store.tenants; t && !s; t = t->next)
+            s = sg_sbx_find(t, pr->sandbox_id);
+        if (s) sg_procs_restore(a->procs, s, pr);
+    }
     /* What restore decided (Failed, deleted) is written now, in one batch. */
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
         for (sg_sandbox_t *s = t->head; s; s = s->next)

@@ -2,6 +2,7 @@
  * (process.h); the routes are in process_api.c. */
 #define _GNU_SOURCE /* memmem */
 #include "process_int.h"
+#include "store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -137,9 +138,43 @@ proc_t *sg__proc_find(sg_sandbox_t *s, const char *id)
     return NULL;
 }
 
+static void store_logged(void *ud, int err, const char *msg)
+{
+    char *id = ud;
+    if (err < 0)
+        sg_log_kv(SG_LOG_ERROR, "store: writing a process record failed", "process", id,
+                  "error", msg ? msg : sg_strerror(err), NULL);
+    free(id);
+}
+
+static void proc_store(proc_t *p)
+{
+    sg_procs_t *m = p->m;
+    if (!m->store || m->shutting_down || !p->linked) return;
+    sg_store_process_t r = {
+        .sandbox_id = p->sbx->id,
+        .id = p->id,
+        .command = p->command,
+        .background = p->background,
+        .state = sg_proc_state_name(p->state),
+        .has_exit_code = p->has_exit,
+        .exit_code = p->exit_code,
+        .error = p->error,
+        .created_us = p->created_us,
+        .finished_us = p->finished_us,
+    };
+    char *id = sg_xstrdup(p->id);
+    if (sg_store_put_process(m->store, &r, store_logged, id) < 0) free(id);
+}
+
 static void proc_unlink(proc_t *p)
 {
     if (!p->linked) return;
+    if (p->m->store && !p->m->shutting_down && p->sbx->linked) {
+        char *id = sg_xstrdup(p->id);
+        if (sg_store_delete_process(p->m->store, p->sbx->id, p->id, store_logged, id) < 0)
+            free(id);
+    }
     DLIST_DEL(p->sbx->procs, p);
     p->sbx->nprocs--;
     p->linked = 0;
@@ -216,6 +251,7 @@ static void proc_finish(proc_t *p, sg_proc_state_t st, int has_exit, int code, c
         p->error = sg_xstrdup(err);
     }
     p->finished_us = sg_sbx_now_us();
+    proc_store(p);
 }
 
 /* An error event: numeric evalue = the command's exit code; a traceback naming a signal (or a
@@ -556,6 +592,7 @@ static void proc_named(proc_t *p, const char *json, size_t len)
     p->linked = 1;
     sg__proc_ref(p);
     proc_append(p, "init", json, len, SG_PLOG_EVENT, 0, 0);
+    proc_store(p);
 
     sg_http_req_t *req = p->origin;
     if (!req) return;
@@ -606,6 +643,7 @@ static int up_on_event(void *ud, const sg_sse_msg_t *msg)
         if (strcmp(type, "init") == 0) proc_named(p, j, n);
         return 0; /* nothing comes before init */
     }
+    if (strcmp(type, "init") == 0) return 0; /* a re-attached stream starts with it again */
     if (strcmp(type, "ping") == 0) return 0; /* we send our own */
     if (strcmp(type, "sandgate.raw") == 0) {
         const char *st, *d;
@@ -693,6 +731,12 @@ static void up_on_done(sg_http_creq_t *r, void *data, int err, const char *msg)
                 sg_http_respond_error(req, 502, "GENERAL::UNKNOWN_ERROR", m);
             }
         }
+    } else if (!p->finished && err == 0 && p->up_status != 200) {
+        char why[512];
+        snprintf(why, sizeof(why), "could not re-attach to the command after a restart: execd "
+                 "answered %d %.*s", p->up_status, (int)(p->errlen > 300 ? 300 : p->errlen),
+                 p->errbody ? p->errbody : "");
+        proc_lost(p, why);
     } else if (!p->finished) {
         char why[512];
         snprintf(why, sizeof(why),
@@ -777,6 +821,8 @@ static void on_command_body(sg_http_req_t *req, int err, const char *body, size_
      * line's text plus "\n": CR and invalid UTF-8 are not kept). A client that asked for raw
      * events gets them either way. */
     if (m->cfg.exact_output || p->origin_raw) sg_hdrs_addz(&h, "X-Sandgate-Raw", "1");
+    /* execd keeps a log of the command, so a restarted gateway can re-attach to it. */
+    sg_hdrs_addz(&h, "X-Sandgate-Keep-Log", "1");
     if (s->handle.access_token[0]) sg_hdrs_addz(&h, "X-EXECD-ACCESS-TOKEN", s->handle.access_token);
     const char *rid = sg_http_req_header(req, "X-Request-ID");
     if (rid) sg_hdrs_addz(&h, "X-Request-ID", rid);
@@ -950,4 +996,75 @@ size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
     s->linked = 0;
     sg_sbx_unref(s);
     return got;
+}
+
+/* ------------------------------------------------------------------ restart */
+
+void sg_procs_set_store(sg_procs_t *m, struct sg_store *st)
+{
+    m->store = st;
+}
+
+void sg_procs_shutting_down(sg_procs_t *m)
+{
+    m->shutting_down = 1;
+}
+
+void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const sg_store_process_t *r)
+{
+    int st = sg_proc_state_parse(r->state ? r->state : "");
+    proc_t *p = sg_xcalloc(1, sizeof(*p));
+    p->m = m;
+    p->sbx = sg_sbx_ref(s);
+    p->refs = 1; /* the list's */
+    snprintf(p->id, sizeof(p->id), "%s", r->id);
+    p->command = sg_xstrdup(r->command ? r->command : "");
+    p->background = r->background;
+    p->state = st < 0 ? SG_PROC_LOST : (sg_proc_state_t)st;
+    sg_gw_stats.processes[p->state]++;
+    p->has_exit = r->has_exit_code;
+    p->exit_code = r->exit_code;
+    p->error = r->error ? sg_xstrdup(r->error) : NULL;
+    p->created_us = r->created_us;
+    p->finished_us = r->finished_us;
+    p->finished = p->state != SG_PROC_RUNNING;
+    sg_plog_init(&p->log, m->cfg.log_bytes);
+    DLIST_ADD(s->procs, p);
+    s->nprocs++;
+    p->linked = 1;
+    if (p->finished) return;
+    if (!s->has_handle || s->state == SG_SBX_FAILED) {
+        proc_lost(p, "the gateway restarted and the sandbox was gone");
+        return;
+    }
+    /* Re-attach: execd replays the command's output from its log, then follows it. */
+    char target[160];
+    snprintf(target, sizeof(target), "/command/%s/stream?offset=0", p->id);
+    sg_hdrs_t h;
+    sg_hdrs_init(&h);
+    sg_hdrs_addz(&h, "Accept", "text/event-stream");
+    if (m->cfg.exact_output) sg_hdrs_addz(&h, "X-Sandgate-Raw", "1");
+    else sg_hdrs_addz(&h, "X-Sandgate-Raw", "0");
+    if (s->handle.access_token[0]) sg_hdrs_addz(&h, "X-EXECD-ACCESS-TOKEN", s->handle.access_token);
+    sg_http_creq_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.method = "GET";
+    o.origin = s->handle.execd;
+    o.target = target;
+    o.headers = &h;
+    o.no_body_idle_timeout = 1;
+    o.on_response = up_on_response;
+    o.on_body = up_on_body;
+    o.on_done = up_on_done;
+    o.data = sg__proc_ref(p); /* the exchange's reference */
+    int rc = sg_http_request(m->client, &o, &p->up);
+    sg_hdrs_free(&h);
+    if (rc < 0) {
+        p->up = NULL;
+        sg__proc_unref(p);
+        proc_lost(p, "the gateway restarted and could not re-attach to the command");
+        return;
+    }
+    sg_log_kv(SG_LOG_INFO, "restart: re-attaching to a running command", "sandbox", s->id,
+              "process", p->id, NULL);
 }

@@ -63,6 +63,20 @@ typedef struct sg_procs sg_procs_t;
 void sg_stream_config_init(sg_stream_config_t *c);
 int sg_procs_new(uv_loop_t *loop, const sg_stream_config_t *cfg, uint64_t connect_timeout_ms,
                  sg_procs_t **out);
+struct sg_store;
+struct sg_store_process;
+/* Where process records go (store.h): each process is written when execd names it and when
+ * it ends; evicted ones are deleted. NULL: in memory only. */
+void sg_procs_set_store(sg_procs_t *m, struct sg_store *st);
+/* Restart: a stored process of the restored sandbox s. A finished one is listed again (its
+ * output is not kept across restarts yet); a running one is re-attached through execd's
+ * GET /command/{id}/stream (sandgate-execd keeps a log of every command the gateway starts)
+ * and captured to the end, or marked lost with the reason when that is impossible. */
+void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const struct sg_store_process *r);
+/* The gateway is stopping: process states are no longer written (running ones re-attach at
+ * the next start). */
+void sg_procs_shutting_down(sg_procs_t *m);
+
 /* Call after sg_procs_drop_sandbox(m, s, 1) for every sandbox: cancels what is left, closes
  * the client and timers, frees m, then cb(ud). */
 void sg_procs_close(sg_procs_t *m, void (*cb)(void *ud), void *ud);

@@ -32,6 +32,8 @@ struct sg_procs {
     sg_tlist_t hb, ping, stall, soft;
     unsigned open;
     int closing;
+    int shutting_down; /* records are not written: a restart re-attaches what was running */
+    struct sg_store *store; /* durable process records, or NULL */
     proc_t *pending; /* started, upstream has not named it yet */
     void (*close_cb)(void *ud);
     void *close_ud;

@@ -39,8 +39,11 @@ L.main(async () => {
   const expiring = await L.createRunning(g);
   const deleted = await L.createRunning(g);
   const dying = await L.createRunning(g);
-  let r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: 'echo before > /workspace/mark' });
+  let r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: 'echo before > /workspace/mark; echo done-before' });
   assert.equal(r.status, 200);
+  const donePid = L.parseExecd(r.text)[0].text;
+  r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: 'for i in $(seq 1 40); do echo tick-$i; sleep 0.1; done', background: true });
+  const tickPid = L.parseExecd(r.text)[0].text;
   assert.equal((await g.call('POST', `/v1/sandboxes/${paused}/pause`)).status, 202);
   await waitState(g, paused, 'Paused');
   const soon = new Date(Date.now() + 1500).toISOString();
@@ -70,6 +73,21 @@ L.main(async () => {
   assert.ok(L.parseExecd(r.text).some((e) => e.type === 'stdout' && e.text === 'before'), r.text);
   ok('a running sandbox is back with its metadata and its files, and runs commands');
 
+  let p = await g.call('GET', `/v1/sandboxes/${keep}/processes/${donePid}`);
+  assert.equal(p.status, 200, p.text);
+  assert.equal(p.json.state, 'exited');
+  assert.equal(p.json.exit_code, 0);
+  for (let i = 0; i < 200; i++) {
+    p = await g.call('GET', `/v1/sandboxes/${keep}/processes/${tickPid}`);
+    if (p.json && p.json.state !== 'running') break;
+    await L.sleep(50);
+  }
+  assert.equal(p.json.state, 'exited', p.text);
+  let out = await g.call('GET', `/v1/sandboxes/${keep}/processes/${tickPid}/output?offset=0`);
+  const want = Array.from({ length: 40 }, (_, i) => `tick-${i + 1}\n`).join('');
+  assert.equal(out.buf.toString(), want);
+  ok('processes: a finished one is listed as it ended; a running one is re-attached and finishes with its full output');
+
   s = await waitState(g, paused, 'Paused');
   assert.equal((await g.call('POST', `/v1/sandboxes/${paused}/resume`)).status, 202);
   await waitState(g, paused, 'Running');
@@ -97,6 +115,22 @@ L.main(async () => {
   const ids = list.json.items.map((x) => x.id).sort();
   assert.deepEqual(ids, [keep, paused, dying].sort());
   ok('the list is exactly what survived');
+
+  // A graceful stop keeps running commands running; the next start re-attaches them.
+  r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: 'for i in $(seq 1 20); do echo tock-$i; sleep 0.1; done', background: true });
+  const tockPid = L.parseExecd(r.text)[0].text;
+  g.child.kill('SIGTERM');
+  for (let i = 0; i < 100 && g.child.exitCode === null; i++) await L.sleep(50);
+  g = await L.startGateway('restart', [], { data, port });
+  for (let i = 0; i < 200; i++) {
+    p = await g.call('GET', `/v1/sandboxes/${keep}/processes/${tockPid}`);
+    if (p.json && p.json.state !== 'running') break;
+    await L.sleep(50);
+  }
+  assert.equal(p.json.state, 'exited', p.text);
+  out = await g.call('GET', `/v1/sandboxes/${keep}/processes/${tockPid}/output?offset=0`);
+  assert.equal(out.buf.toString(), Array.from({ length: 20 }, (_, i) => `tock-${i + 1}\n`).join(''));
+  ok('after a graceful stop, a running command is re-attached at the next start');
   g.child.kill('SIGTERM');
   await L.sleep(300);
 
