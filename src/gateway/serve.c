@@ -65,6 +65,7 @@ typedef struct serve_config {
     uint64_t sse_heartbeat_ms;
     uint64_t origin_pause;
     const char *exact_output;
+    const char *durable;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -132,6 +133,9 @@ static const sg_opt_t serve_opts[] = {
         "kernel send buffer of stream subscriber sockets, 0 = kernel default"),
     OPT("sse-heartbeat", "SANDGATE_SSE_HEARTBEAT", SG_OPT_DURATION, sse_heartbeat_ms, "15s", 100,
         SG_OPT_NO_MAX, NULL, "comment heartbeat on idle process streams"),
+    OPT("durable", "SANDGATE_DURABLE", SG_OPT_STRING, durable, "on", 0, 0, "on|off",
+        "keep records in <data>/sandgate.db and reconcile them at start (off: in memory only, "
+        "a restart forgets every sandbox; for measuring what durability costs)"),
     OPT("exact-output", "SANDGATE_EXACT_OUTPUT", SG_OPT_STRING, exact_output, "on", 0, 0,
         "on|off", "capture commands' exact bytes (execd's raw events; off: /output is rebuilt "
         "from the lines, cheaper for bulk output)"),
@@ -400,6 +404,10 @@ int sg_gateway_serve(int argc, char **argv)
         return 2;
     }
     sg_log_set_level(level);
+    if (strcmp(g.cfg.durable, "on") != 0 && strcmp(g.cfg.durable, "off") != 0) {
+        fprintf(stderr, "sandgate serve: --durable must be on or off, not '%s'\n", g.cfg.durable);
+        return 2;
+    }
     if (strcmp(g.cfg.exact_output, "on") != 0 && strcmp(g.cfg.exact_output, "off") != 0) {
         fprintf(stderr, "sandgate serve: --exact-output must be on or off, not '%s'\n",
                 g.cfg.exact_output);
@@ -438,11 +446,13 @@ int sg_gateway_serve(int argc, char **argv)
     }
 
     /* The durable store first: a foreign or corrupt file stops the start, untouched. */
-    if ((r = sg_store_open(g.loop, g.cfg.data, NULL, on_store_opened, &g, &g.store)) < 0) {
+    if (strcmp(g.cfg.durable, "on") != 0) {
+        /* in memory only */
+    } else if ((r = sg_store_open(g.loop, g.cfg.data, NULL, on_store_opened, &g, &g.store)) < 0) {
         fprintf(stderr, "sandgate serve: cannot start the store: %s\n", sg_strerror(r));
         goto fail;
     }
-    if (store_wait(&g) < 0) {
+    if (g.store && store_wait(&g) < 0) {
         fprintf(stderr, "sandgate serve: %s\n", g.store_msg);
         sg_store_close(g.store, NULL, NULL);
         uv_run(g.loop, UV_RUN_DEFAULT);
@@ -522,7 +532,7 @@ int sg_gateway_serve(int argc, char **argv)
         return 1;
     }
     /* Restart: the stored records, reconciled with what still runs, before the first request. */
-    if (sg_store_load_all(g.store, on_store_loaded, &g) < 0 || store_wait(&g) < 0) {
+    if (g.store && (sg_store_load_all(g.store, on_store_loaded, &g) < 0 || store_wait(&g) < 0)) {
         fprintf(stderr, "sandgate serve: cannot load the store: %s\n", g.store_msg);
         return 1;
     }
