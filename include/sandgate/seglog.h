@@ -115,8 +115,8 @@ typedef struct sg_seglog_rec {
     uint64_t id;
     uint64_t out_off;
     uint32_t out_len;
-    int kind;   /* sg_plog_kind_t */
-    int stream; /* 0 none, 1 stdout, 2 stderr */
+    int kind;         /* sg_plog_kind_t */
+    int stream;       /* 0 none, 1 stdout, 2 stderr */
     const char *type; /* NUL-terminated */
     const char *json; /* json_len bytes, not NUL-terminated */
     size_t json_len;

@@ -809,7 +809,8 @@ static void on_write(uv_fs_t *req)
 
 static void issue_write(sg_seglog_t *g)
 {
-    uv_buf_t b = uv_buf_init((char *)g->wbuf + g->wbuf_done, (unsigned)(g->wbuf_len - g->wbuf_done));
+    uv_buf_t b =
+        uv_buf_init((char *)g->wbuf + g->wbuf_done, (unsigned)(g->wbuf_len - g->wbuf_done));
     g->busy = 1;
     FS_CALL(uv_fs_write, g->loop, &g->req, g->fd, &b, 1, -1, on_write);
 }
@@ -900,6 +901,9 @@ static void pump(sg_seglog_t *g)
     if (g->pend_len && (g->pend_len >= g->cfg.flush_bytes || force)) {
         if (g->fd < 0)
             start_create(g);
+        else if (g->cur.bytes &&
+                 g->cur.bytes + SG__SEG_HDR + rd32(g->pend + 1) > g->cfg.segment_bytes)
+            start_seal(g); /* the next record does not fit: it opens the next segment */
         else
             start_write(g);
         return;

@@ -8,10 +8,10 @@
 
 #include "sandgate/seglog.h"
 
-#define SG__SEG_MAGIC    0xB1u
-#define SG__SEG_HDR      9u  /* magic, payload_len, crc */
-#define SG__SEG_FIXED    27u /* payload bytes besides type and json */
-#define SG__SEG_CHUNK    (256u * 1024u)
+#define SG__SEG_MAGIC 0xB1u
+#define SG__SEG_HDR   9u  /* magic, payload_len, crc */
+#define SG__SEG_FIXED 27u /* payload bytes besides type and json */
+#define SG__SEG_CHUNK (256u * 1024u)
 
 uint32_t sg__crc32(uint32_t crc, const void *p, size_t n);
 /* Bytes one record takes on disk. */
