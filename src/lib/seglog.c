@@ -123,6 +123,7 @@ void sg__segdec_space(sg__segdec_t *d, size_t min, uint8_t **p, size_t *n)
     }
     size_t want = have + min;
     if (d->need > want) want = d->need;
+    if (want < 64) want = 64; /* a buffer even for min 0 */
     if (d->cap < want) {
         d->buf = sg_xrealloc(d->buf, want);
         d->cap = want;
@@ -591,7 +592,7 @@ static void open_work(sg_seglog_t *g)
         if (q > maxseq) maxseq = q;
     }
     closedir(dp);
-    qsort(seqs, n, sizeof(*seqs), cmp_u64);
+    if (n) qsort(seqs, n, sizeof(*seqs), cmp_u64);
     g->op_next_seq = maxseq + 1;
     g->op_segs = sg_xcalloc(n ? n : 1, sizeof(seg_info_t));
     g->op_gone = sg_xcalloc(n ? n : 1, sizeof(seg_info_t));
