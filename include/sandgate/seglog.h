@@ -42,7 +42,10 @@
  *
  * Crash safety: a sealed segment was fdatasync'ed before the next one was created, so after a
  * kill -9 or a power loss only the last segment can end in a partial (torn) record; the reader
- * ignores such a tail (torn = 1) and sg_seglog_open on an existing directory truncates it
+ * ignores such a tail (torn = 1; a corrupt record inside the last segment cannot be told from
+ * a torn write and is treated the same: nothing after it is read, and recovery cuts it off),
+ * while any fault in an earlier segment is an error. sg_seglog_open on an existing directory
+ * truncates the torn tail
  * (recovery), drops a last segment left empty, and continues in a new segment with the output
  * offsets following the last record. What sg_seglog_sync acknowledged survives kill -9 and
  * host crashes; what was only appended survives neither until it is written (then kill -9).
@@ -147,7 +150,7 @@ int sg_seglog_append(sg_seglog_t *g, uint64_t id, const char *type, const char *
 /* Writes everything appended so far, fdatasyncs it, then cb(ud, 0, NULL) (or the error). */
 void sg_seglog_sync(sg_seglog_t *g, void (*cb)(void *ud, int err, const char *msg), void *ud);
 /* Writes what is pending, seals the current segment, waits for every request, frees g, then
- * cb(ud) (cb may be NULL). g must not be used after this call. */
+ * cb(ud) (cb may be NULL). Until cb runs, appends return SG_ECLOSED; after it, g is gone. */
 void sg_seglog_close(sg_seglog_t *g, void (*cb)(void *ud), void *ud);
 void sg_seglog_stats(const sg_seglog_t *g, sg_seglog_stats_t *out);
 
