@@ -38,6 +38,24 @@ char *sg_xstrndup(const char *s, size_t n);
 uint64_t sg_now_ns(void);
 uint64_t sg_now_ms(void);
 
+/* Intrusive doubly linked lists (objects with prev / next pointers), head = newest. */
+#define SG_DLIST_ADD(head, o)                                                                      \
+    do {                                                                                           \
+        (o)->prev = NULL;                                                                          \
+        (o)->next = (head);                                                                        \
+        if (head) (head)->prev = (o);                                                              \
+        (head) = (o);                                                                              \
+    } while (0)
+#define SG_DLIST_DEL(head, o)                                                                      \
+    do {                                                                                           \
+        if ((o)->prev)                                                                             \
+            (o)->prev->next = (o)->next;                                                           \
+        else                                                                                       \
+            (head) = (o)->next;                                                                    \
+        if ((o)->next) (o)->next->prev = (o)->prev;                                                \
+        (o)->prev = (o)->next = NULL;                                                              \
+    } while (0)
+
 /* Decimal / lowercase hex digits of v into out (room for 20 / 16 bytes, no NUL); returns the
  * count. For per-event framing, where snprintf's cost shows in profiles. */
 static inline size_t sg_u64_dec(char *out, uint64_t v)

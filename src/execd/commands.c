@@ -109,22 +109,6 @@ struct logop {
     int reading, waiting_drain, aborted;
 };
 
-#define LIST_ADD(head, o)                                                                          \
-    do {                                                                                           \
-        (o)->prev = NULL;                                                                          \
-        (o)->next = (head);                                                                        \
-        if (head) (head)->prev = (o);                                                              \
-        (head) = (o);                                                                              \
-    } while (0)
-#define LIST_DEL(head, o)                                                                          \
-    do {                                                                                           \
-        if ((o)->prev)                                                                             \
-            (o)->prev->next = (o)->next;                                                           \
-        else                                                                                       \
-            (head) = (o)->next;                                                                    \
-        if ((o)->next) (o)->next->prev = (o)->prev;                                                \
-    } while (0)
-
 /* ---------------------------------------------------------------- Go-compatible JSON */
 
 /* Length of a valid UTF-8 sequence at s (Go's utf8.DecodeRune acceptance), 0 if invalid. */
@@ -517,7 +501,7 @@ static void stream_maybe_free(stream_t *s)
 {
     if (s->req || !s->run_done || s->reading) return;
     sg_tentry_disarm(&s->ping);
-    LIST_DEL(s->m->streams, s);
+    SG_DLIST_DEL(s->m->streams, s);
     sg_run_split_free(s->split);
     free(s->ev.p);
     free(s);
@@ -662,7 +646,7 @@ static stream_t *stream_new(struct sg_execd_cmds *m, sg_http_req_t *req, int raw
     s->req = req;
     s->raw = raw;
     sg_tentry_init(&s->ping, stream_on_ping);
-    LIST_ADD(m->streams, s);
+    SG_DLIST_ADD(m->streams, s);
     sg_http_req_set_data(req, s);
     sg_http_req_on_abort(req, stream_on_abort);
     sg_http_req_on_drain(req, stream_on_drain);
@@ -858,7 +842,7 @@ out:
 
 static void intr_free(intr_t *it)
 {
-    LIST_DEL(it->m->intrs, it);
+    SG_DLIST_DEL(it->m->intrs, it);
     free(it);
 }
 
@@ -891,7 +875,7 @@ static void command_interrupt(sg_execd_t *x, sg_http_req_t *req)
     intr_t *it = sg_xcalloc(1, sizeof(*it));
     it->m = x->cmds;
     it->req = req;
-    LIST_ADD(x->cmds->intrs, it);
+    SG_DLIST_ADD(x->cmds->intrs, it);
     sg_http_req_set_data(req, it);
     sg_http_req_on_abort(req, intr_on_abort);
     sg_run_err_t err;
@@ -1044,7 +1028,7 @@ static void command_status(sg_execd_t *x, sg_http_req_t *req, const char *id)
 
 static void logop_free(logop_t *op)
 {
-    LIST_DEL(op->m->logops, op);
+    SG_DLIST_DEL(op->m->logops, op);
     free(op);
 }
 
@@ -1174,7 +1158,7 @@ static void command_logs(sg_execd_t *x, sg_http_req_t *req, const char *id, int 
     snprintf(op->id, sizeof(op->id), "%s", id);
     op->pos = pos;
     op->end = end;
-    LIST_ADD(x->cmds->logops, op);
+    SG_DLIST_ADD(x->cmds->logops, op);
     sg_http_req_set_data(req, op);
     sg_http_req_on_abort(req, logop_on_abort);
     sg_http_req_on_drain(req, logop_on_drain);

@@ -175,7 +175,7 @@ static void proc_unlink(proc_t *p)
         if (sg_store_delete_process(p->m->store, p->sbx->id, p->id, store_logged, id) < 0)
             free(id);
     }
-    DLIST_DEL(p->sbx->procs, p);
+    SG_DLIST_DEL(p->sbx->procs, p);
     p->sbx->nprocs--;
     p->linked = 0;
     sg__proc_unref(p);
@@ -329,7 +329,7 @@ static void sub_end(sub_t *s, int cut)
         sg_http_req_release(req);
     else
         sg_http_resp_end(req);
-    DLIST_DEL(p->subs, s);
+    SG_DLIST_DEL(p->subs, s);
     p->nsubs--;
     sg_gw_stats.subscribers--;
     if (p->origin_sub == s) {
@@ -526,7 +526,7 @@ sub_t *sg__sub_new(proc_t *p, sg_http_req_t *req, int execd, int raw, uint64_t n
     sg_tentry_init(&s->hb, on_hb);
     sg_tentry_init(&s->stall, on_stall);
     sg_tentry_init(&s->soft, on_soft);
-    DLIST_ADD(p->subs, s);
+    SG_DLIST_ADD(p->subs, s);
     p->nsubs++;
     sg_gw_stats.subscribers++;
     sg_gw_stats.subscribers_total++;
@@ -580,14 +580,14 @@ static void proc_named(proc_t *p, const char *json, size_t len)
     snprintf(p->id, sizeof(p->id), "%s", id && *id ? id : "unnamed");
     json_decref(j);
     sg_procs_t *m = p->m;
-    DLIST_DEL(m->pending, p);
+    SG_DLIST_DEL(m->pending, p);
     sg_sandbox_t *s = p->sbx;
     proc_t *dup = sg__proc_find(s, p->id);
     if (dup) proc_unlink(dup); /* execd reused an id (a restarted execd): the newest wins */
     /* At the bound with every process running, it is kept anyway (the command runs); the
      * bound is enforced when a request arrives. */
     (void)make_room(m, s);
-    DLIST_ADD(s->procs, p);
+    SG_DLIST_ADD(s->procs, p);
     s->nprocs++;
     p->linked = 1;
     sg__proc_ref(p);
@@ -712,7 +712,7 @@ static void up_on_done(sg_http_creq_t *r, void *data, int err, const char *msg)
     if (err == 0 && p->dec_init) sg_sse_decoder_finish(&p->dec);
     if (!p->linked) {
         /* No init: execd refused the command or could not be reached. */
-        DLIST_DEL(p->m->pending, p);
+        SG_DLIST_DEL(p->m->pending, p);
         sg_http_req_t *req = p->origin;
         origin_detach(p);
         stats_state(p->state, SG_PROC_FAILED);
@@ -850,7 +850,7 @@ static void on_command_body(sg_http_req_t *req, int err, const char *body, size_
                               "Could not connect to the backend sandbox");
         goto out;
     }
-    DLIST_ADD(m->pending, p);
+    SG_DLIST_ADD(m->pending, p);
     p->origin = req;
     sg_http_req_set_data(req, p);
     sg_http_req_on_abort(req, origin_on_abort);
@@ -972,7 +972,7 @@ size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
     sg_gw_stats.processes[SG_PROC_RUNNING]++;
     p->command = sg_xstrdup("fuzz");
     sg_plog_init(&p->log, m.cfg.log_bytes);
-    DLIST_ADD(m.pending, p);
+    SG_DLIST_ADD(m.pending, p);
     p->up_status = 200;
     sg_sse_decoder_init(&p->dec, MAX_UPSTREAM_EVENT, MAX_UPSTREAM_EVENT, up_on_event, NULL, p);
     p->dec_init = 1;
@@ -988,7 +988,7 @@ size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
         sg_buf_unref(b);
         sg_procs_drop_sandbox(&m, s, 1);
     } else {
-        DLIST_DEL(m.pending, p);
+        SG_DLIST_DEL(m.pending, p);
         stats_state(p->state, SG_PROC_FAILED);
         p->state = SG_PROC_FAILED;
     }
@@ -1029,7 +1029,7 @@ void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const sg_store_process_t *
     p->finished_us = r->finished_us;
     p->finished = p->state != SG_PROC_RUNNING;
     sg_plog_init(&p->log, m->cfg.log_bytes);
-    DLIST_ADD(s->procs, p);
+    SG_DLIST_ADD(s->procs, p);
     s->nprocs++;
     p->linked = 1;
     if (p->finished) return;

@@ -84,40 +84,6 @@ struct sub {
     sg_tentry_t soft;
 };
 
-#define DLIST_ADD(head, o)                                                                         \
-    do {                                                                                           \
-        (o)->prev = NULL;                                                                          \
-        (o)->next = (head);                                                                        \
-        if (head) (head)->prev = (o);                                                              \
-        (head) = (o);                                                                              \
-    } while (0)
-#define DLIST_DEL(head, o)                                                                         \
-    do {                                                                                           \
-        if ((o)->prev)                                                                             \
-            (o)->prev->next = (o)->next;                                                           \
-        else                                                                                       \
-            (head) = (o)->next;                                                                    \
-        if ((o)->next) (o)->next->prev = (o)->prev;                                                \
-        (o)->prev = (o)->next = NULL;                                                              \
-    } while (0)
-
-#define DLIST_ADD(head, o)                                                                         \
-    do {                                                                                           \
-        (o)->prev = NULL;                                                                          \
-        (o)->next = (head);                                                                        \
-        if (head) (head)->prev = (o);                                                              \
-        (head) = (o);                                                                              \
-    } while (0)
-#define DLIST_DEL(head, o)                                                                         \
-    do {                                                                                           \
-        if ((o)->prev)                                                                             \
-            (o)->prev->next = (o)->next;                                                           \
-        else                                                                                       \
-            (head) = (o)->next;                                                                    \
-        if ((o)->next) (o)->next->prev = (o)->prev;                                                \
-        (o)->prev = (o)->next = NULL;                                                              \
-    } while (0)
-
 int64_t sg__wall_ms(void);
 /* The raw (still escaped) string value of "key" in one compact JSON object. */
 int sg__scan_str(const char *j, size_t n, const char *key, const char **v, size_t *vl);
