@@ -25,8 +25,9 @@
  *                 client is past the high-water mark) and waits with sg_runner_log_wait when
  *                 caught up; it never holds the command.
  *   intr_t        DELETE /command?id= waiting for the group to be gone.
- *   sig_ctx_t     POST /command/{id}/signal (extension) while its body is read; the answer is
- *                 immediate (202 once kill(2) delivered, nothing waits for the command).
+ *   id_ctx_t      an id (command or session) kept while a request body is read: POST
+ *                 /command/{id}/signal (extension; the answer is immediate, 202 once kill(2)
+ *                 delivered) and POST /session/{id}/run.
  *   logop_t       GET /command/{id}/logs and /command/{id}/raw: a fixed-length body streamed
  *                 from sg_runner_log_read in pieces, one read or one drain wait at a time.
  *   Every async object is on a list of the module so sg_execd_commands_stop (after the runner
@@ -891,10 +892,33 @@ static void command_interrupt(sg_execd_t *x, sg_http_req_t *req)
 
 /* ---------------------------------------------------------------- POST /command/{id}/signal */
 
-typedef struct sig_ctx {
+typedef struct id_ctx {
     sg_execd_t *x;
     char id[72];
-} sig_ctx_t;
+} id_ctx_t;
+
+/* Reads req's whole body, then cb(req, ..., ud) with ud an id_ctx_t for id (id_ctx_take). */
+static void read_body_with_id(sg_execd_t *x, sg_http_req_t *req, const char *id,
+                              sg_http_body_all_cb cb)
+{
+    id_ctx_t *c = sg_xcalloc(1, sizeof(*c));
+    c->x = x;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    if (sg_http_req_read_all(req, BODY_MAX, cb, c) < 0) {
+        free(c);
+        sg_http_req_release(req);
+    }
+}
+
+/* Copies the id out of ud, frees it, returns the execd. */
+static sg_execd_t *id_ctx_take(void *ud, char id[72])
+{
+    id_ctx_t *c = ud;
+    sg_execd_t *x = c->x;
+    memcpy(id, c->id, sizeof(c->id));
+    free(c);
+    return x;
+}
 
 /* The body's "signal": a name (sg_runner_signum) or a JSON integer; SG_EINVAL with msg set. */
 static int signal_of(const json_t *j, char *msg, size_t mlen)
@@ -929,11 +953,8 @@ static int signal_of(const json_t *j, char *msg, size_t mlen)
 
 static void command_signal_body(sg_http_req_t *req, int err, const char *body, size_t len, void *ud)
 {
-    sig_ctx_t *sc = ud;
-    sg_execd_t *x = sc->x;
     char id[72];
-    memcpy(id, sc->id, sizeof(id));
-    free(sc);
+    sg_execd_t *x = id_ctx_take(ud, id);
     if (err == SG_ETOOBIG) return;
     if (err < 0 || !x->cmds) {
         sg_http_req_release(req);
@@ -972,13 +993,7 @@ static void command_signal_body(sg_http_req_t *req, int err, const char *body, s
 
 static void command_signal(sg_execd_t *x, sg_http_req_t *req, const char *id)
 {
-    sig_ctx_t *sc = sg_xcalloc(1, sizeof(*sc));
-    sc->x = x;
-    snprintf(sc->id, sizeof(sc->id), "%s", id);
-    if (sg_http_req_read_all(req, BODY_MAX, command_signal_body, sc) < 0) {
-        free(sc);
-        sg_http_req_release(req);
-    }
+    read_body_with_id(x, req, id, command_signal_body);
 }
 
 /* ---------------------------------------------------------------- GET /command/status/{id} */
@@ -1372,18 +1387,10 @@ static void session_create_body(sg_http_req_t *req, int err, const char *body, s
     json_decref(j);
 }
 
-typedef struct run_ctx {
-    sg_execd_t *x;
-    char sid[72];
-} run_ctx_t;
-
 static void session_run_body(sg_http_req_t *req, int err, const char *body, size_t len, void *ud)
 {
-    run_ctx_t *rc = ud;
-    sg_execd_t *x = rc->x;
     char sid[72];
-    memcpy(sid, rc->sid, sizeof(sid));
-    free(rc);
+    sg_execd_t *x = id_ctx_take(ud, sid);
     if (err == SG_ETOOBIG) return;
     if (err < 0 || !x->cmds) {
         sg_http_req_release(req);
@@ -1522,13 +1529,7 @@ int sg_execd_route_commands(sg_execd_t *x, sg_http_req_t *req)
             return 1;
         }
         if (sl && strcmp(sl, "/run") == 0 && post) {
-            run_ctx_t *rc = sg_xcalloc(1, sizeof(*rc));
-            rc->x = x;
-            snprintf(rc->sid, sizeof(rc->sid), "%s", sid);
-            if (sg_http_req_read_all(req, BODY_MAX, session_run_body, rc) < 0) {
-                free(rc);
-                sg_http_req_release(req);
-            }
+            read_body_with_id(x, req, sid, session_run_body);
             return 1;
         }
     }
