@@ -38,15 +38,16 @@ char *sg_xstrndup(const char *s, size_t n);
 uint64_t sg_now_ns(void);
 uint64_t sg_now_ms(void);
 
-/* Intrusive doubly linked lists (objects with prev / next pointers), head = newest. */
-#define SG_DLIST_ADD(head, o)                                                                      \
+/* Intrusive doubly linked lists, head = newest: over the links named prev / next, or (_NAMED)
+ * over the ones given (an object on two lists). */
+#define SG_DLIST_ADD_NAMED(head, o, prev, next)                                                    \
     do {                                                                                           \
         (o)->prev = NULL;                                                                          \
         (o)->next = (head);                                                                        \
         if (head) (head)->prev = (o);                                                              \
         (head) = (o);                                                                              \
     } while (0)
-#define SG_DLIST_DEL(head, o)                                                                      \
+#define SG_DLIST_DEL_NAMED(head, o, prev, next)                                                    \
     do {                                                                                           \
         if ((o)->prev)                                                                             \
             (o)->prev->next = (o)->next;                                                           \
@@ -55,6 +56,8 @@ uint64_t sg_now_ms(void);
         if ((o)->next) (o)->next->prev = (o)->prev;                                                \
         (o)->prev = (o)->next = NULL;                                                              \
     } while (0)
+#define SG_DLIST_ADD(head, o) SG_DLIST_ADD_NAMED(head, o, prev, next)
+#define SG_DLIST_DEL(head, o) SG_DLIST_DEL_NAMED(head, o, prev, next)
 
 /* Decimal / lowercase hex digits of v into out (room for 20 / 16 bytes, no NUL); returns the
  * count. For per-event framing, where snprintf's cost shows in profiles. */

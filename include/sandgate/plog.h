@@ -80,6 +80,13 @@ const sg_plog_ent_t *sg_plog_get(const sg_plog_t *l, uint64_t id);
 const sg_plog_ent_t *sg_plog_find_out(const sg_plog_t *l, uint64_t off);
 /* Output offset of the first byte still held (== out_end when nothing is). */
 uint64_t sg_plog_first_out(const sg_plog_t *l);
+/* Drops every event held and continues at id (>= next_id) with output offset out_off: a log
+ * rebuilt from disk starts at its first stored event, and a hole in the stored ids (events
+ * retention removed) is skipped the same way (readers of the missing ids get a gap). */
+void sg_plog_skip_to(sg_plog_t *l, uint64_t id, uint64_t out_off, int64_t *bytes_delta);
+/* Writes "id: <id>\nevent: <type>\ndata: " (the SSE frame's head as the log stores it) to head
+ * (at least 96 bytes). Returns its length, or 0 when type is too long. */
+size_t sg_plog_head(char *head, uint64_t id, const char *type);
 /* Cost the log charges for an event of this frame size (frame + bookkeeping). A block still
  * holding one live event is kept whole, so memory can exceed the bound by up to two blocks. */
 uint64_t sg_plog_cost(size_t frame_len);

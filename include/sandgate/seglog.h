@@ -125,6 +125,7 @@ typedef struct sg_seglog_rec {
     size_t json_len;
     uint64_t seq; /* where it is: segment and byte offset of its header */
     uint64_t off;
+    uint64_t end; /* file offset just past it: where a read resuming after it starts */
 } sg_seglog_rec_t;
 
 /* Return 0 to go on; anything else stops the read, and done gets it as err. */
@@ -159,6 +160,16 @@ void sg_seglog_stats(const sg_seglog_t *g, sg_seglog_stats_t *out);
  * is under way is skipped (the ids show the hole). */
 int sg_seglog_read(uv_loop_t *loop, const char *dir, sg_seglog_event_cb on_event,
                    sg_seglog_done_cb done, void *ud);
+
+/* The same from a position: segments below seq are skipped and the one numbered seq is read
+ * from byte off (a record's end from an earlier read; 0: its start). A segment seq that is gone
+ * (retention) is skipped like any other: the ids the caller gets show the hole. */
+int sg_seglog_read_from(uv_loop_t *loop, const char *dir, uint64_t seq, uint64_t off,
+                        sg_seglog_event_cb on_event, sg_seglog_done_cb done, void *ud);
+
+/* Changes the retention bound (total bytes of this log's segment files); a smaller bound
+ * deletes the oldest sealed segments now. */
+void sg_seglog_set_max_bytes(sg_seglog_t *g, uint64_t max_bytes);
 
 /* Deletes dir and everything under it (a missing dir is fine), then cb(ud, err, msg). */
 int sg_seglog_remove(uv_loop_t *loop, const char *dir,

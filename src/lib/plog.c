@@ -57,23 +57,40 @@ static void drop_oldest(sg_plog_t *l)
     l->evicted++;
 }
 
+size_t sg_plog_head(char *head, uint64_t id, const char *type)
+{
+    size_t tl = strlen(type);
+    if (tl > 96 - 48) return 0;
+    size_t hn = 4;
+    memcpy(head, "id: ", 4);
+    hn += sg_u64_dec(head + hn, id);
+    memcpy(head + hn, "\nevent: ", 8);
+    hn += 8;
+    memcpy(head + hn, type, tl);
+    hn += tl;
+    memcpy(head + hn, "\ndata: ", 7);
+    return hn + 7;
+}
+
+void sg_plog_skip_to(sg_plog_t *l, uint64_t id, uint64_t out_off, int64_t *bytes_delta)
+{
+    uint64_t before = l->bytes;
+    while (l->count)
+        drop_oldest(l);
+    if (id > l->next_id) l->next_id = id;
+    l->first_id = l->next_id;
+    if (out_off > l->out_end) l->out_end = out_off;
+    if (bytes_delta) *bytes_delta = (int64_t)l->bytes - (int64_t)before;
+}
+
 int64_t sg_plog_append(sg_plog_t *l, const char *type, const char *json, size_t json_len,
                        sg_plog_kind_t kind, int stream, uint32_t out_len, int64_t *bytes_delta)
 {
     if (strpbrk(type, "\r\n") || memchr(json, '\n', json_len) || memchr(json, '\r', json_len))
         return SG_EINVAL;
     char head[96];
-    size_t tl = strlen(type);
-    if (tl > sizeof(head) - 48) return SG_EINVAL;
-    size_t hn = 4;
-    memcpy(head, "id: ", 4);
-    hn += sg_u64_dec(head + hn, l->next_id);
-    memcpy(head + hn, "\nevent: ", 8);
-    hn += 8;
-    memcpy(head + hn, type, tl);
-    hn += tl;
-    memcpy(head + hn, "\ndata: ", 7);
-    hn += 7;
+    size_t hn = sg_plog_head(head, l->next_id, type);
+    if (!hn) return SG_EINVAL;
     size_t flen = hn + json_len + 2;
     sg_buf_t *b = l->tail;
     if (!b || b->cap - b->len < flen) {

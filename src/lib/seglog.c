@@ -186,6 +186,7 @@ int sg__segdec_next(sg__segdec_t *d, sg_seglog_rec_t *r, const char **why)
     r->json_len = jl;
     r->seq = 0;
     r->off = d->off;
+    r->end = d->off + SG__SEG_HDR + plen;
     d->start += SG__SEG_HDR + plen;
     d->off += SG__SEG_HDR + plen;
     d->need = 0;
@@ -1022,6 +1023,12 @@ void sg_seglog_close(sg_seglog_t *g, void (*cb)(void *ud), void *ud)
     g->in_api--;
 }
 
+void sg_seglog_set_max_bytes(sg_seglog_t *g, uint64_t max_bytes)
+{
+    g->cfg.max_bytes = max_bytes;
+    if (g->opened && !g->err && !g->finished) retention(g);
+}
+
 void sg_seglog_stats(const sg_seglog_t *g, sg_seglog_stats_t *out)
 {
     *out = g->st;
@@ -1040,6 +1047,8 @@ typedef struct reader {
     uint64_t *seqs;
     size_t n, i;
     uv_file fd;
+    uint64_t from_seq, from_off; /* where to start: earlier segments skipped, offset in it */
+    int64_t pos;                 /* next read's file offset */
     sg__segdec_t d;
     sg_seglog_event_cb on_event;
     sg_seglog_done_cb done;
@@ -1094,7 +1103,7 @@ static void rd_read(reader_t *r)
     size_t n;
     sg__segdec_space(&r->d, SG__SEG_CHUNK, &p, &n);
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    FS_CALL(uv_fs_read, r->loop, &r->req, r->fd, &b, 1, -1, rd_on_read);
+    FS_CALL(uv_fs_read, r->loop, &r->req, r->fd, &b, 1, r->pos, rd_on_read);
 }
 
 static void rd_on_read(uv_fs_t *req)
@@ -1130,6 +1139,7 @@ static void rd_on_read(uv_fs_t *req)
         return;
     }
     sg__segdec_commit(&r->d, (size_t)n);
+    r->pos += n;
     for (;;) {
         sg_seglog_rec_t rec;
         const char *why = NULL;
@@ -1188,6 +1198,11 @@ static void rd_on_open(uv_fs_t *req)
     }
     r->fd = fd;
     sg__segdec_reset(&r->d);
+    r->pos = 0;
+    if (r->seqs[r->i] == r->from_seq && r->from_off) {
+        r->pos = (int64_t)r->from_off;
+        r->d.off = r->from_off;
+    }
     rd_read(r);
 }
 
@@ -1215,7 +1230,7 @@ static void rd_on_scandir(uv_fs_t *req)
     size_t cap = 0;
     while (uv_fs_scandir_next(req, &e) != UV_EOF) {
         uint64_t q = seg_seq(e.name);
-        if (!q) continue;
+        if (!q || q < r->from_seq) continue;
         if (r->n == cap) {
             cap = cap ? cap * 2 : 16;
             r->seqs = sg_xrealloc(r->seqs, cap * sizeof(*r->seqs));
@@ -1234,6 +1249,12 @@ static void rd_on_scandir(uv_fs_t *req)
 int sg_seglog_read(uv_loop_t *loop, const char *dir, sg_seglog_event_cb on_event,
                    sg_seglog_done_cb done, void *ud)
 {
+    return sg_seglog_read_from(loop, dir, 0, 0, on_event, done, ud);
+}
+
+int sg_seglog_read_from(uv_loop_t *loop, const char *dir, uint64_t seq, uint64_t off,
+                        sg_seglog_event_cb on_event, sg_seglog_done_cb done, void *ud)
+{
     if (!dir || !*dir || !on_event || !done || strlen(dir) > 4000) return SG_EINVAL;
     reader_t *r = sg_xcalloc(1, sizeof(*r));
     r->loop = loop;
@@ -1241,6 +1262,8 @@ int sg_seglog_read(uv_loop_t *loop, const char *dir, sg_seglog_event_cb on_event
     r->path = sg_xmalloc(strlen(dir) + 32);
     snprintf(r->path, strlen(dir) + 32, "%s", dir);
     r->fd = -1;
+    r->from_seq = seq;
+    r->from_off = off;
     sg__segdec_init(&r->d);
     r->on_event = on_event;
     r->done = done;
