@@ -1170,7 +1170,7 @@ int sg_api_new(uv_loop_t *loop, const sg_api_config_t *cfg, sg_provider_t *prov,
         free(a);
         return r;
     }
-    sg_procs_set_store(a->procs, cfg->store);
+    sg_procs_set_store(a->procs, cfg->store, cfg->data_dir);
     static const unsigned jitter_pct[NJITTER] = {80, 90, 100, 110, 120};
     for (size_t i = 0; i < NSTEPS; i++)
         for (int j = 0; j < NJITTER; j++)
@@ -1360,6 +1360,36 @@ static void restore_one(sg_api_t *a, const sg_store_sandbox_t *r, int64_t now)
     }
 }
 
+static int seg_cmp(const sg_store_segment_t *g, const sg_store_process_t *p)
+{
+    int c = strcmp(g->sandbox_id, p->sandbox_id);
+    return c ? c : strcmp(g->process_id, p->id);
+}
+
+/* The process's segment rows (the snapshot orders them by sandbox, process and seq). */
+static const sg_store_segment_t *segments_of(const sg_store_snapshot_t *snap,
+                                             const sg_store_process_t *p, size_t *n)
+{
+    size_t lo = 0, hi = snap->nsegments;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (seg_cmp(&snap->segments[mid], p) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t end = lo;
+    while (end < snap->nsegments && seg_cmp(&snap->segments[end], p) == 0)
+        end++;
+    *n = end - lo;
+    return *n ? &snap->segments[lo] : NULL;
+}
+
+unsigned sg_api_loading(const sg_api_t *a)
+{
+    return sg_procs_loading(a->procs);
+}
+
 size_t sg_api_restore(sg_api_t *a, const sg_store_snapshot_t *snap)
 {
     int64_t now = sg_sbx_now_us();
@@ -1373,8 +1403,12 @@ size_t sg_api_restore(sg_api_t *a, const sg_store_snapshot_t *snap)
         sg_sandbox_t *s = NULL;
         for (sg_tenant_t *t = a->store.tenants; t && !s; t = t->next)
             s = sg_sbx_find(t, pr->sandbox_id);
-        if (s) sg_procs_restore(a->procs, s, pr);
+        if (!s) continue; /* its sandbox was deleted above: its log directory is reaped */
+        size_t nseg = 0;
+        const sg_store_segment_t *seg = segments_of(snap, pr, &nseg);
+        sg_procs_restore(a->procs, s, pr, seg, nseg);
     }
+    sg_procs_reap_logs(a->procs, snap);
     /* What restore decided (Failed, deleted) is written now, in one batch. */
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
         for (sg_sandbox_t *s = t->head; s; s = s->next)

@@ -70,6 +70,8 @@ struct sg_store_snapshot;
  * expired ones are deleted, sandboxes on disk without a record are reaped. Call once, after
  * sg_api_new and before serving. Returns how many records were restored. */
 size_t sg_api_restore(sg_api_t *a, const struct sg_store_snapshot *snap);
+/* Restored process logs still being read back (serve listens once this is 0). */
+unsigned sg_api_loading(const sg_api_t *a);
 
 /* --- errors as the reference server writes them */
 typedef struct sg_api_err {

@@ -13,7 +13,7 @@
 
 /* Every field of sg_gw_stats_t is rendered below: a field added there without a line here
  * fails the build instead of going missing from /metrics. */
-_Static_assert(sizeof(sg_gw_stats_t) == (SG_PROC_NSTATES + 10 + SG_CUT_NREASONS) * sizeof(uint64_t),
+_Static_assert(sizeof(sg_gw_stats_t) == (SG_PROC_NSTATES + 15 + SG_CUT_NREASONS) * sizeof(uint64_t),
                "sg_gw_stats_t changed: render the new field in sg_gwmetrics_render()");
 
 struct sg_gwmetrics {
@@ -245,6 +245,19 @@ void sg_gwmetrics_render(const sg_gwmetrics_snapshot_t *s, sg_prom_t *p)
                     "Gap notices sent: a subscriber asked for history already evicted.", st->gaps);
     sg_prom_counter(p, "sandgate_stream_evicted_events_total",
                     "Events dropped from memory by the process log bound.", st->evicted_events);
+    sg_prom_gauge(p, "sandgate_log_disk_bytes",
+                  "Bytes of process output log files on disk (at the last retention check).",
+                  (double)st->disk_bytes);
+    sg_prom_counter(p, "sandgate_log_disk_reads_total",
+                    "Reads from log files for subscribers behind the memory window.",
+                    st->disk_reads);
+    sg_prom_counter(p, "sandgate_log_segments_deleted_total",
+                    "Log segment files deleted by the per-process bound.", st->segments_deleted);
+    sg_prom_counter(p, "sandgate_log_outputs_evicted_total",
+                    "Finished processes whose output log retention removed (total bytes, age).",
+                    st->outputs_evicted);
+    sg_prom_counter(p, "sandgate_log_write_errors_total",
+                    "Process output logs whose writer failed (disk errors).", st->disk_errors);
     static const char *const reasons[SG_CUT_NREASONS] = {"hard", "soft", "timeout"};
     sg_prom_family(p, "sandgate_slow_subscribers_disconnected_total", SG_PROM_COUNTER,
                    "Slow stream subscribers disconnected, by reason: hard (lag past the hard "

@@ -30,6 +30,7 @@ typedef struct sg_gw_stats {
     uint64_t processes[SG_PROC_NSTATES]; /* processes held, by state */
     uint64_t subscribers;                /* stream subscribers connected now */
     uint64_t log_bytes;                  /* bytes held by process logs in memory */
+    uint64_t disk_bytes;                 /* bytes of the log segment files (at the last check) */
     /* counters */
     uint64_t processes_started;
     uint64_t subscribers_total;
@@ -40,6 +41,10 @@ typedef struct sg_gw_stats {
     uint64_t gaps;        /* gap notices sent (a subscriber asked for evicted history) */
     uint64_t evicted_events;             /* events dropped from memory by the log bound */
     uint64_t cut[SG_CUT_NREASONS];       /* slow subscribers disconnected, by reason */
+    uint64_t disk_reads;      /* catch-up reads from log files (readers behind memory) */
+    uint64_t segments_deleted; /* log segment files deleted by per-process retention */
+    uint64_t outputs_evicted; /* finished processes whose output retention removed */
+    uint64_t disk_errors;     /* process logs whose writer failed */
 } sg_gw_stats_t;
 
 extern sg_gw_stats_t sg_gw_stats;

@@ -49,6 +49,10 @@ void sg_stream_config_init(sg_stream_config_t *c)
     c->retry_ms = 2000;
     c->origin_pause = 1u << 20;
     c->exact_output = 1;
+    c->disk_segment_bytes = 8u << 20;
+    c->disk_process_bytes = 64u << 20;
+    c->disk_total_bytes = 1ull << 30;
+    c->disk_max_age_ms = 7ull * 24 * 3600 * 1000;
 }
 
 int64_t sg__wall_ms(void)
@@ -103,6 +107,7 @@ static size_t b64_decoded_len(const char *s, size_t n)
 
 static void sub_end(sub_t *s, int cut);
 static uint64_t sub_lag(const sub_t *s);
+static void origin_flow(proc_t *p);
 
 static void stats_state(sg_proc_state_t from, sg_proc_state_t to)
 {
@@ -123,6 +128,7 @@ void sg__proc_unref(proc_t *p)
     sg_gw_stats.log_bytes -= p->log.bytes;
     sg_gw_stats.processes[p->state]--;
     sg_plog_free(&p->log);
+    sg__disk_free(p);
     if (p->dec_init) sg_sse_decoder_free(&p->dec);
     if (p->sbx) sg_sbx_unref(p->sbx);
     free(p->command);
@@ -147,7 +153,7 @@ static void store_logged(void *ud, int err, const char *msg)
     free(id);
 }
 
-static void proc_store(proc_t *p)
+void sg__proc_store(proc_t *p)
 {
     sg_procs_t *m = p->m;
     if (!m->store || m->shutting_down || !p->linked) return;
@@ -178,6 +184,7 @@ static void proc_unlink(proc_t *p)
     SG_DLIST_DEL(p->sbx->procs, p);
     p->sbx->nprocs--;
     p->linked = 0;
+    sg__disk_unlinked(p);
     sg__proc_unref(p);
 }
 
@@ -203,17 +210,29 @@ static uint64_t origin_lag(const proc_t *p)
     return p->origin_sub ? p->log.cum - p->origin_sub->sent_cum : 0;
 }
 
-static void origin_flow(proc_t *p)
+void sg__proc_flow(proc_t *p)
 {
-    uint64_t mark = p->m->cfg.origin_pause;
-    if (!p->up || !mark) return;
-    if (!p->up_paused && p->origin_sub && origin_lag(p) > mark) {
+    if (!p->up) return;
+    int want = p->origin_hold || p->disk_hold;
+    if (want && !p->up_paused) {
         p->up_paused = 1;
         sg_http_creq_pause(p->up);
-    } else if (p->up_paused && origin_lag(p) <= mark / 2) {
+    } else if (!want && p->up_paused) {
         p->up_paused = 0;
         sg_http_creq_resume(p->up);
     }
+}
+
+static void origin_flow(proc_t *p)
+{
+    uint64_t mark = p->m->cfg.origin_pause;
+    if (!mark)
+        p->origin_hold = 0;
+    else if (!p->origin_hold && p->origin_sub && origin_lag(p) > mark)
+        p->origin_hold = 1;
+    else if (p->origin_hold && origin_lag(p) <= mark / 2)
+        p->origin_hold = 0;
+    sg__proc_flow(p);
 }
 
 static void deliver(proc_t *p)
@@ -226,16 +245,19 @@ static void deliver(proc_t *p)
     origin_flow(p);
 }
 
-static void proc_append(proc_t *p, const char *type, const char *json, size_t len,
+int64_t sg__proc_append(proc_t *p, const char *type, const char *json, size_t len,
                         sg_plog_kind_t kind, int stream, uint32_t out_len)
 {
     int64_t delta = 0;
     uint64_t evicted = p->log.evicted;
-    if (sg_plog_append(&p->log, type, json, len, kind, stream, out_len, &delta) < 0) return;
+    int64_t id = sg_plog_append(&p->log, type, json, len, kind, stream, out_len, &delta);
+    if (id < 0) return id;
     sg_gw_stats.evicted_events += p->log.evicted - evicted;
     sg_gw_stats.log_bytes += (uint64_t)delta;
     sg_gw_stats.events_in++;
     sg_gw_stats.bytes_in += len;
+    if (p->disk) sg__disk_append(p, (uint64_t)id, type, json, len, kind, stream, out_len);
+    return id;
 }
 
 static void proc_finish(proc_t *p, sg_proc_state_t st, int has_exit, int code, const char *err)
@@ -251,7 +273,10 @@ static void proc_finish(proc_t *p, sg_proc_state_t st, int has_exit, int code, c
         p->error = sg_xstrdup(err);
     }
     p->finished_us = sg_sbx_now_us();
-    proc_store(p);
+    if (p->disk)
+        sg__disk_finished(p); /* the record says finished once the whole log is on disk */
+    else
+        sg__proc_store(p);
 }
 
 /* An error event: numeric evalue = the command's exit code; a traceback naming a signal (or a
@@ -280,14 +305,14 @@ static void proc_error_event(proc_t *p, const char *json, size_t len)
 
 /* An event of our own (the upstream broke): an error event, so execd-framing clients see the
  * end, as an SDK would from execd. */
-static void proc_lost(proc_t *p, const char *why)
+void sg__proc_lost(proc_t *p, const char *why)
 {
     if (p->finished) return;
     json_t *j = json_pack("{s:s,s:I,s:{s:s,s:s,s:[s]}}", "type", "error", "timestamp",
                           (json_int_t)sg__wall_ms(), "error", "ename", "GatewayError", "evalue",
                           "lost", "traceback", why);
     char *txt = json_dumps(j, JSON_COMPACT);
-    proc_append(p, "error", txt, strlen(txt), SG_PLOG_EVENT, 0, 0);
+    sg__proc_append(p, "error", txt, strlen(txt), SG_PLOG_EVENT, 0, 0);
     free(txt);
     json_decref(j);
     proc_finish(p, SG_PROC_LOST, 0, 0, why);
@@ -325,6 +350,7 @@ static void sub_end(sub_t *s, int cut)
     sg_tentry_disarm(&s->hb);
     sg_tentry_disarm(&s->stall);
     sg_tentry_disarm(&s->soft);
+    if (s->rd) sg__disk_sub_ended(s);
     if (cut)
         sg_http_req_release(req);
     else
@@ -401,25 +427,44 @@ int sg__sub_write_small(sub_t *s, const char *p, size_t n)
     return 0;
 }
 
-static int sub_gap(sub_t *s)
+/* A run of frames read from the log files, as one write. */
+int sg__sub_write_buf(sub_t *s, sg_buf_t *b, uint64_t events)
 {
-    proc_t *p = s->p;
+    sg_slice_t v = {b, 0, b->len};
+    int r = sg_http_resp_writev(s->req, &v, 1);
+    if (r < 0) {
+        sub_end(s, 1);
+        return -1;
+    }
+    sg_gw_stats.events_out += events;
+    sg_gw_stats.bytes_out += b->len;
+    if (r == 1) sub_blocked(s);
+    return 0;
+}
+
+void sg__sub_end(sub_t *s, int cut)
+{
+    sub_end(s, cut);
+}
+
+int sg__sub_gap(sub_t *s, uint64_t to)
+{
     char b[256];
     int n;
     if (s->execd)
         n = snprintf(b, sizeof(b),
                      "{\"type\":\"sandgate.gap\",\"first_id\":%llu,\"requested_id\":%llu,"
                      "\"timestamp\":%lld}\n\n",
-                     (unsigned long long)p->log.first_id, (unsigned long long)s->next_id,
+                     (unsigned long long)to, (unsigned long long)s->next_id,
                      (long long)sg__wall_ms());
     else
         n = snprintf(b, sizeof(b),
                      "event: gap\ndata: {\"type\":\"sandgate.gap\",\"first_id\":%llu,"
                      "\"requested_id\":%llu,\"timestamp\":%lld}\n\n",
-                     (unsigned long long)p->log.first_id, (unsigned long long)s->next_id,
+                     (unsigned long long)to, (unsigned long long)s->next_id,
                      (long long)sg__wall_ms());
     sg_gw_stats.gaps++;
-    s->next_id = p->log.first_id;
+    s->next_id = to;
     return sg__sub_write_small(s, b, (size_t)n);
 }
 
@@ -431,9 +476,14 @@ void sg__sub_pump(sub_t *s)
         sub_check_lag(s);
         return;
     }
+    if (s->rd) return; /* a read from the log files is under way: it pumps on at its end */
     while (!s->blocked && s->next_id < l->next_id) {
         if (s->next_id < l->first_id) {
-            if (sub_gap(s) < 0) return;
+            /* Behind the memory window: from the log files, else an explicit gap. */
+            int k = sg__disk_catch_up(s);
+            if (k == 2) continue; /* a gap moved the cursor */
+            if (k != 0) return;
+            if (sg__sub_gap(s, l->first_id) < 0) return;
             continue;
         }
         /* A run of events as one write: adjacent frames in a block (SSE readers) merge into
@@ -591,8 +641,9 @@ static void proc_named(proc_t *p, const char *json, size_t len)
     s->nprocs++;
     p->linked = 1;
     sg__proc_ref(p);
-    proc_append(p, "init", json, len, SG_PLOG_EVENT, 0, 0);
-    proc_store(p);
+    sg__proc_store(p); /* the record before its segment rows */
+    sg__disk_start(p);
+    sg__proc_append(p, "init", json, len, SG_PLOG_EVENT, 0, 0);
 
     sg_http_req_t *req = p->origin;
     if (!req) return;
@@ -655,7 +706,7 @@ static int up_on_event(void *ud, const sg_sse_msg_t *msg)
         uint32_t out =
             sg__scan_str(j, n, "data_b64", &d, &dl) == 0 ? (uint32_t)b64_decoded_len(d, dl) : 0;
         p->raw_seen = 1;
-        proc_append(p, type, j, n, SG_PLOG_RAW, stream, out);
+        sg__proc_append(p, type, j, n, SG_PLOG_RAW, stream, out);
     } else if (strcmp(type, "stdout") == 0 || strcmp(type, "stderr") == 0) {
         uint32_t out = 0;
         if (!p->raw_seen) {
@@ -663,9 +714,9 @@ static int up_on_event(void *ud, const sg_sse_msg_t *msg)
             out = (uint32_t)json_string_length(json_object_get(o, "text")) + 1;
             json_decref(o);
         }
-        proc_append(p, type, j, n, SG_PLOG_EVENT, type[3] == 'e' ? 2 : 1, out);
+        sg__proc_append(p, type, j, n, SG_PLOG_EVENT, type[3] == 'e' ? 2 : 1, out);
     } else {
-        proc_append(p, type, j, n, SG_PLOG_EVENT, 0, 0);
+        sg__proc_append(p, type, j, n, SG_PLOG_EVENT, 0, 0);
         if (strcmp(type, "execution_complete") == 0)
             proc_finish(p, p->signalled ? SG_PROC_KILLED : SG_PROC_EXITED, 1, 0, NULL);
         else if (strcmp(type, "error") == 0)
@@ -699,7 +750,7 @@ static void up_on_body(sg_http_creq_t *r, void *data, const char *d, size_t n)
         return;
     }
     if (sg_sse_decoder_feed(&p->dec, d, n) < 0) {
-        proc_lost(p, "the command's event stream from execd was malformed");
+        sg__proc_lost(p, "the command's event stream from execd was malformed");
         sg_http_creq_cancel(r);
     }
 }
@@ -736,13 +787,13 @@ static void up_on_done(sg_http_creq_t *r, void *data, int err, const char *msg)
         snprintf(why, sizeof(why), "could not re-attach to the command after a restart: execd "
                  "answered %d %.*s", p->up_status, (int)(p->errlen > 300 ? 300 : p->errlen),
                  p->errbody ? p->errbody : "");
-        proc_lost(p, why);
+        sg__proc_lost(p, why);
     } else if (!p->finished) {
         char why[512];
         snprintf(why, sizeof(why),
                  "the stream from the sandbox's execd ended before the command: %s",
                  err ? (msg ? msg : sg_strerror(err)) : "no final event");
-        proc_lost(p, why);
+        sg__proc_lost(p, why);
     }
     sg__proc_unref(p);
 }
@@ -876,7 +927,7 @@ void sg_procs_drop_sandbox(sg_procs_t *m, sg_sandbox_t *s, int cut)
 {
     while (s->procs) {
         proc_t *p = s->procs; /* the list's reference keeps it alive until proc_unlink */
-        proc_lost(p, cut ? "the gateway shut down" : "the sandbox was deleted");
+        sg__proc_lost(p, cut ? "the gateway shut down" : "the sandbox was deleted");
         if (p->up) sg_http_creq_cancel(p->up);
         if (cut)
             while (p->subs)
@@ -920,13 +971,23 @@ int sg_procs_new(uv_loop_t *loop, const sg_stream_config_t *cfg, uint64_t connec
     return 0;
 }
 
-static void close_step(sg_procs_t *m)
+void sg__procs_close_step(sg_procs_t *m)
 {
-    if (--m->open > 0) return;
+    if (m->open && --m->open > 0) return;
+    if (m->disk_ops) { /* writers sealing their last segment, removals: called again at 0 */
+        m->close_waiting = 1;
+        return;
+    }
     void (*cb)(void *) = m->close_cb;
     void *ud = m->close_ud;
+    free(m->logs_root);
     free(m);
     if (cb) cb(ud);
+}
+
+static void close_step(sg_procs_t *m)
+{
+    sg__procs_close_step(m);
 }
 
 static void on_list_closed(sg_tlist_t *l)
@@ -944,7 +1005,8 @@ void sg_procs_close(sg_procs_t *m, void (*cb)(void *ud), void *ud)
     m->closing = 1;
     m->close_cb = cb;
     m->close_ud = ud;
-    m->open = 5;
+    m->open = 6;
+    sg__disk_close(m);
     /* Upstream exchanges end (on_done: lost, subscribers end with the log). */
     sg_http_client_close(m->client, on_client_closed, m);
     sg_tlist_t *lists[] = {&m->hb, &m->ping, &m->stall, &m->soft};
@@ -1000,9 +1062,15 @@ size_t sg__procs_fuzz_feed(const uint8_t *data, size_t len, uint64_t log_bytes)
 
 /* ------------------------------------------------------------------ restart */
 
-void sg_procs_set_store(sg_procs_t *m, struct sg_store *st)
+void sg_procs_set_store(sg_procs_t *m, struct sg_store *st, const char *data_dir)
 {
     m->store = st;
+    if (st && data_dir) sg__disk_init(m, data_dir);
+}
+
+unsigned sg_procs_loading(const sg_procs_t *m)
+{
+    return m->loading;
 }
 
 void sg_procs_shutting_down(sg_procs_t *m)
@@ -1010,7 +1078,8 @@ void sg_procs_shutting_down(sg_procs_t *m)
     m->shutting_down = 1;
 }
 
-void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const sg_store_process_t *r)
+void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const sg_store_process_t *r,
+                      const sg_store_segment_t *segs, size_t nsegs)
 {
     int st = sg_proc_state_parse(r->state ? r->state : "");
     proc_t *p = sg_xcalloc(1, sizeof(*p));
@@ -1032,14 +1101,27 @@ void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const sg_store_process_t *
     SG_DLIST_ADD(s->procs, p);
     s->nprocs++;
     p->linked = 1;
-    if (p->finished) return;
-    if (!s->has_handle || s->state == SG_SBX_FAILED) {
-        proc_lost(p, "the gateway restarted and the sandbox was gone");
+    if (m->logs_root) {
+        sg__disk_restore(p, segs, nsegs); /* then re-attaches a running one */
         return;
     }
-    /* Re-attach: execd replays the command's output from its log, then follows it. */
+    if (!p->finished) sg__proc_reattach(p);
+}
+
+void sg__proc_reattach(proc_t *p)
+{
+    sg_procs_t *m = p->m;
+    sg_sandbox_t *s = p->sbx;
+    if (p->finished || !p->linked) return;
+    if (!s->has_handle || s->state == SG_SBX_FAILED) {
+        sg__proc_lost(p, "the gateway restarted and the sandbox was gone");
+        return;
+    }
+    /* Re-attach: execd replays the command's output from where the stored log ends, then
+     * follows it. */
     char target[160];
-    snprintf(target, sizeof(target), "/command/%s/stream?offset=0", p->id);
+    snprintf(target, sizeof(target), "/command/%s/stream?offset=%llu", p->id,
+             (unsigned long long)p->log.out_end);
     sg_hdrs_t h;
     sg_hdrs_init(&h);
     sg_hdrs_addz(&h, "Accept", "text/event-stream");
@@ -1062,9 +1144,11 @@ void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const sg_store_process_t *
     if (rc < 0) {
         p->up = NULL;
         sg__proc_unref(p);
-        proc_lost(p, "the gateway restarted and could not re-attach to the command");
+        sg__proc_lost(p, "the gateway restarted and could not re-attach to the command");
         return;
     }
+    char off[32];
+    snprintf(off, sizeof(off), "%llu", (unsigned long long)p->log.out_end);
     sg_log_kv(SG_LOG_INFO, "restart: re-attaching to a running command", "sandbox", s->id,
-              "process", p->id, NULL);
+              "process", p->id, "offset", off, NULL);
 }

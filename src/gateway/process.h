@@ -56,6 +56,14 @@ typedef struct sg_stream_config {
     int exact_output;         /* ask execd for raw events (byte-exact /output), default 1 */
     uint64_t origin_pause;    /* the POST /command client this far behind pauses the producer,
                                  default 1 MiB (capped at half of log_bytes); 0 = never */
+    /* Durable logs (with a store): each process's events in segment files under
+     * <data>/logs/<sandbox>/<process>/. */
+    uint64_t disk_segment_bytes; /* a segment file is sealed at this size, default 8 MiB */
+    uint64_t disk_process_bytes; /* kept per process (oldest segments go), default 64 MiB */
+    uint64_t disk_total_bytes;   /* all logs: the oldest finished processes' output goes first,
+                                    default 1 GiB */
+    uint64_t disk_max_age_ms;    /* a finished process's output is kept this long, default 7 d,
+                                    0 = no limit */
 } sg_stream_config_t;
 
 typedef struct sg_procs sg_procs_t;
@@ -65,14 +73,21 @@ int sg_procs_new(uv_loop_t *loop, const sg_stream_config_t *cfg, uint64_t connec
                  sg_procs_t **out);
 struct sg_store;
 struct sg_store_process;
+struct sg_store_segment;
+struct sg_store_snapshot;
 /* Where process records go (store.h): each process is written when execd names it and when
  * it ends; evicted ones are deleted. NULL: in memory only. */
-void sg_procs_set_store(sg_procs_t *m, struct sg_store *st);
+void sg_procs_set_store(sg_procs_t *m, struct sg_store *st, const char *data_dir);
 /* Restart: a stored process of the restored sandbox s. A finished one is listed again (its
  * output is not kept across restarts yet); a running one is re-attached through execd's
  * GET /command/{id}/stream (sandgate-execd keeps a log of every command the gateway starts)
  * and captured to the end, or marked lost with the reason when that is impossible. */
-void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const struct sg_store_process *r);
+void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const struct sg_store_process *r,
+                      const struct sg_store_segment *segs, size_t nsegs);
+/* Restored logs still being read back (serve waits for 0 before listening). */
+unsigned sg_procs_loading(const sg_procs_t *m);
+/* Log directories of processes that have no record (the snapshot's) are removed. */
+void sg_procs_reap_logs(sg_procs_t *m, const struct sg_store_snapshot *snap);
 /* The gateway is stopping: process states are no longer written (running ones re-attach at
  * the next start). */
 void sg_procs_shutting_down(sg_procs_t *m);

@@ -7,8 +7,10 @@
 #include <stdint.h>
 
 #include "process.h"
+#include "store.h"
 #include "sandgate/http_client.h"
 #include "sandgate/plog.h"
+#include "sandgate/seglog.h"
 #include "sandgate/sse.h"
 #include "sandgate/timer.h"
 
@@ -24,6 +26,14 @@
 
 typedef struct proc proc_t;
 typedef struct sub sub_t;
+typedef struct disk_rd disk_rd_t;
+
+/* One segment file of a process's log, as the gateway knows it (process_disk.c). */
+typedef struct seg_ix {
+    uint64_t seq;
+    uint64_t first_id, last_id; /* 0: not known yet (the segment being written) */
+    uint64_t bytes;
+} seg_ix_t;
 
 struct sg_procs {
     uv_loop_t *loop;
@@ -35,6 +45,13 @@ struct sg_procs {
     int shutting_down; /* records are not written: a restart re-attaches what was running */
     struct sg_store *store; /* durable process records, or NULL */
     proc_t *pending; /* started, upstream has not named it yet */
+    /* Durable logs (process_disk.c): <data>/logs/<sandbox>/<process>/, with a store only. */
+    char *logs_root;
+    proc_t *disk_procs;  /* every process that has a log directory */
+    uv_timer_t retention; /* total-bytes and age retention, every second */
+    unsigned disk_ops;    /* writers closing, reads, removals in flight */
+    unsigned loading;     /* restored logs being read back */
+    int close_waiting;    /* close is waiting for disk_ops */
     void (*close_cb)(void *ud);
     void *close_ud;
 };
@@ -69,6 +86,18 @@ struct proc {
     char *errbody;
     size_t errlen;
     char errctype[128];
+    /* Durable log (process_disk.c). */
+    proc_t *dprev, *dnext; /* m->disk_procs while logdir is set */
+    char *logdir;          /* absolute; NULL: in memory only */
+    char *logrel;          /* the same relative to the data directory (segment rows) */
+    struct sg_seglog *disk; /* the writer, while the process runs */
+    seg_ix_t *segs;         /* oldest first */
+    size_t nsegs, segs_cap;
+    uint64_t disk_bytes; /* its segment files, once the writer closed */
+    int origin_hold, disk_hold; /* upstream paused for the origin client / the writer */
+    int disk_closing;
+    int remove_log; /* unlinked: the directory goes once the writer closed */
+    int output_evicted;
 };
 
 struct sub {
@@ -79,6 +108,8 @@ struct sub {
     uint64_t sent_cum; /* log cum of the last event given to it */
     uint64_t base_cum; /* log cum when it joined: history it asked for is not lag */
     uint8_t execd, raw, blocked, over_soft;
+    disk_rd_t *rd;      /* a catch-up read from the log files in flight */
+    uint64_t rd_seq, rd_off, rd_next; /* where the read after next_id == rd_next resumes */
     sg_tentry_t hb;
     sg_tentry_t stall;
     sg_tentry_t soft;
@@ -96,6 +127,39 @@ void sg__sub_pump(sub_t *s);
 /* A small frame of our own (gap, heartbeat): 0, or -1 when s was ended. */
 int sg__sub_write_small(sub_t *s, const char *p, size_t n);
 int sg__start_event_stream(sg_http_req_t *req, int execd);
+/* Gap from s->next_id to `to`: an explicit gap event, then the cursor moves there. */
+int sg__sub_gap(sub_t *s, uint64_t to);
+void sg__sub_end(sub_t *s, int cut);
+/* A run of frames read from the log files (events of them), as one write: 0, or -1 when s was
+ * ended. */
+int sg__sub_write_buf(sub_t *s, sg_buf_t *b, uint64_t events);
+/* Upstream reading paused or resumed by origin_hold / disk_hold. */
+void sg__proc_flow(proc_t *p);
+/* The process record to the store (when it is linked and the gateway is not stopping). */
+void sg__proc_store(proc_t *p);
+int64_t sg__proc_append(proc_t *p, const char *type, const char *json, size_t len,
+                        sg_plog_kind_t kind, int stream, uint32_t out_len);
+void sg__proc_lost(proc_t *p, const char *why);
+/* Re-attach a restored running process to its execd from the log's output end. */
+void sg__proc_reattach(proc_t *p);
+
+/* process_disk.c */
+void sg__disk_start(proc_t *p);   /* named: create its log directory and writer */
+void sg__disk_append(proc_t *p, uint64_t id, const char *type, const char *json, size_t len,
+                     sg_plog_kind_t kind, int stream, uint32_t out_len);
+void sg__disk_finished(proc_t *p); /* closes the writer, then writes the record */
+void sg__disk_unlinked(proc_t *p); /* removes the directory (after the writer closed) */
+void sg__disk_free(proc_t *p);
+/* A subscriber behind the memory window: 1 a read from the files is under way (pumping goes
+ * on from its end), 0 none possible (the caller sends a gap), -1 s was ended. */
+int sg__disk_catch_up(sub_t *s);
+void sg__disk_sub_ended(sub_t *s);
+/* Restart: read the stored log back (the newest log_bytes of it into memory), then for a
+ * running process open its writer and re-attach. */
+void sg__disk_restore(proc_t *p, const struct sg_store_segment *segs, size_t nsegs);
+void sg__disk_init(sg_procs_t *m, const char *data_dir);
+void sg__disk_close(sg_procs_t *m); /* stops the retention timer (counts in m->open) */
+void sg__procs_close_step(sg_procs_t *m);
 /* The output bytes [from, end) still held, in one buffer (bounded by the log's size). */
 sg_buf_t *sg__proc_collect_output(proc_t *p, uint64_t from);
 

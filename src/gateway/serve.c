@@ -66,6 +66,10 @@ typedef struct serve_config {
     uint64_t origin_pause;
     const char *exact_output;
     const char *durable;
+    uint64_t log_segment_bytes;
+    uint64_t log_process_bytes;
+    uint64_t log_total_bytes;
+    uint64_t log_max_age_ms;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -136,6 +140,15 @@ static const sg_opt_t serve_opts[] = {
     OPT("durable", "SANDGATE_DURABLE", SG_OPT_STRING, durable, "on", 0, 0, "on|off",
         "keep records in <data>/sandgate.db and reconcile them at start (off: in memory only, "
         "a restart forgets every sandbox; for measuring what durability costs)"),
+    OPT("log-segment-bytes", "SANDGATE_LOG_SEGMENT_BYTES", SG_OPT_SIZE, log_segment_bytes, "8M",
+        4096, 1ull << 34, NULL, "processes' output logs on disk go into segment files this big"),
+    OPT("log-process-bytes", "SANDGATE_LOG_PROCESS_BYTES", SG_OPT_SIZE, log_process_bytes, "64M",
+        4096, 1ull << 50, NULL,
+        "output log kept on disk per process; its oldest segments go first (readers get a gap)"),
+    OPT("log-total-bytes", "SANDGATE_LOG_TOTAL_BYTES", SG_OPT_SIZE, log_total_bytes, "1G", 4096,
+        1ull << 50, NULL, "all output logs on disk; the oldest finished processes' output goes first"),
+    OPT("log-max-age", "SANDGATE_LOG_MAX_AGE", SG_OPT_DURATION, log_max_age_ms, "168h", 0, 0, NULL,
+        "a finished process's output log is removed this long after it ended, 0 = never"),
     OPT("exact-output", "SANDGATE_EXACT_OUTPUT", SG_OPT_STRING, exact_output, "on", 0, 0,
         "on|off", "capture commands' exact bytes (execd's raw events; off: /output is rebuilt "
         "from the lines, cheaper for bulk output)"),
@@ -494,6 +507,10 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.stream.sub_sndbuf = (int)g.cfg.sub_sndbuf;
     g.api_cfg.stream.heartbeat_ms = g.cfg.sse_heartbeat_ms;
     g.api_cfg.stream.origin_pause = g.cfg.origin_pause;
+    g.api_cfg.stream.disk_segment_bytes = g.cfg.log_segment_bytes;
+    g.api_cfg.stream.disk_process_bytes = g.cfg.log_process_bytes;
+    g.api_cfg.stream.disk_total_bytes = g.cfg.log_total_bytes;
+    g.api_cfg.stream.disk_max_age_ms = g.cfg.log_max_age_ms;
     g.api_cfg.store = g.store;
     g.api_cfg.data_dir = g.cfg.data;
     g.api_cfg.provider_name = g.cfg.provider;
@@ -536,6 +553,9 @@ int sg_gateway_serve(int argc, char **argv)
         fprintf(stderr, "sandgate serve: cannot load the store: %s\n", g.store_msg);
         return 1;
     }
+    /* Restored process logs are read back (thread pool) before the first request. */
+    while (sg_api_loading(g.api))
+        uv_run(g.loop, UV_RUN_ONCE);
     if (g.restored) {
         char n[32];
         snprintf(n, sizeof(n), "%zu", g.restored);

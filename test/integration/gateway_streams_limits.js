@@ -1,7 +1,9 @@
 // The stream bounds (issue 6), with small limits so they trigger quickly:
-//   - a process keeps at most --process-log-bytes in memory: a reader asking for evicted
-//     history gets an explicit `gap` event naming the first id still held, and /output below
-//     the first kept byte answers 410 with that offset (never silently skipped);
+//   - a process keeps at most --process-log-bytes in memory; a reader behind that window is
+//     served from the process's log files (issue 7), ids contiguous, no gap;
+//   - the files keep at most --log-process-bytes: a reader asking for history older than that
+//     gets an explicit `gap` event naming the first id still kept, and /output below the first
+//     byte held in memory answers 410 with that offset (never silently skipped);
 //   - a subscriber that stops reading is cut at the hard lag limit while ten others receive
 //     the complete stream, and the gateway's memory stays bounded while it happens;
 //   - the soft limit (lag held past its duration) and the send timeout (a write that makes no
@@ -12,7 +14,8 @@ const L = require('./_lib.js');
 const { assert, ok } = L;
 
 L.main(async () => {
-  const g = await L.startGateway('limits', ['--process-log-bytes', '1M', '--sub-lag-hard', '4M', '--sub-lag-soft', '1M',
+  const g = await L.startGateway('limits', ['--process-log-bytes', '1M', '--log-segment-bytes', '256K',
+    '--log-process-bytes', '2M', '--sub-lag-hard', '4M', '--sub-lag-soft', '1M',
     '--sub-lag-soft-time', '1s', '--sub-send-timeout', '3s', '--sub-sndbuf', '16K', '--sse-heartbeat', '1h']);
   const sb = await L.createRunning(g);
   const P = `/v1/sandboxes/${sb}`;
@@ -30,21 +33,71 @@ L.main(async () => {
     throw new Error('process never finished');
   };
 
-  // --- eviction: gap event and 410
+  // --- behind the memory window, within the files: everything, from disk
+  // (exact output: each line is also in a raw event, so the log is about twice the output)
+  const mid = await start("head -c 600000 /dev/zero | tr '\\0' m | fold -w 100");
+  let p = await waitDone(mid);
+  assert.ok(p.first_event_id > 1, `memory evicted (first id ${p.first_event_id})`);
+  let res = await L.stream(`${g.base}${P}/processes/${mid}/stream?raw=1`).done;
+  let evs = L.parseSse(res.body.toString());
+  assert.ok(!evs.some((x) => x.event === 'gap'), 'no gap: the files hold it');
+  evs.forEach((e, i) => assert.equal(Number(e.id), i + 1));
+  assert.equal(evs[0].event, 'init');
+  assert.equal(evs.filter((x) => x.event === 'stdout').length, 6000);
+  const raw = Buffer.concat(evs.filter((x) => x.event === 'sandgate.raw').map((x) => Buffer.from(JSON.parse(x.data).data_b64, 'base64')));
+  assert.equal(raw.length, 605999);
+  assert.equal(evs[evs.length - 1].event, 'execution_complete');
+  // resuming inside the file-only part gives the rest, contiguous
+  const from = Math.floor(p.first_event_id / 2);
+  res = await L.stream(`${g.base}${P}/processes/${mid}/stream?raw=1`, { headers: { 'last-event-id': String(from) } }).done;
+  const rest = L.parseSse(res.body.toString());
+  rest.forEach((e, i) => assert.equal(Number(e.id), from + 1 + i));
+  assert.equal(rest.length, evs.length - from);
+  ok(`behind memory (first id ${p.first_event_id}): ${evs.length} events from the files, resume at ${from}`);
+
+  // --- past the files' bound: gap event and 410
   const big = await start("head -c 3000000 /dev/zero | tr '\\0' a | fold -w 100");
-  let p = await waitDone(big);
+  p = await waitDone(big);
   assert.equal(p.state, 'exited');
   assert.equal(p.output_bytes, 3029999);
   assert.ok(p.first_event_id > 1, `history was evicted (first id ${p.first_event_id})`);
   assert.ok(p.first_output_offset > 0);
-  let res = await L.stream(`${g.base}${P}/processes/${big}/stream`).done;
-  let evs = L.parseSse(res.body.toString());
-  assert.equal(evs[0].event, 'gap');
-  const gap = JSON.parse(evs[0].data);
-  assert.equal(gap.requested_id, 1);
-  assert.ok(gap.first_id >= p.first_event_id);
-  assert.equal(Number(evs[1].id), gap.first_id);
+  res = await L.stream(`${g.base}${P}/processes/${big}/stream?raw=1`).done;
+  evs = L.parseSse(res.body.toString());
+  // The files' bound took the oldest: a gap first. While the writer still trims the files
+  // after the process finished (its last segments are being sealed) a reader at the oldest
+  // end can be overtaken once more: another explicit gap. Between gaps every id, in order.
+  let want = 1;
+  const gaps = [];
+  for (const e of evs) {
+    if (e.event === 'gap') {
+      const g1 = JSON.parse(e.data);
+      assert.equal(g1.requested_id, want, 'a gap names the id the reader needed');
+      assert.ok(g1.first_id > want);
+      gaps.push(g1);
+      want = g1.first_id;
+      continue;
+    }
+    assert.equal(Number(e.id), want, `event ${e.event} after ${JSON.stringify(gaps)}`);
+    want++;
+  }
+  assert.ok(gaps.length >= 1 && gaps.length <= 3, `${gaps.length} gaps`);
+  const gap = gaps[0];
+  assert.ok(gaps[gaps.length - 1].first_id < p.first_event_id, `the files reach further back (${gaps[gaps.length - 1].first_id}) than memory (${p.first_event_id})`);
   assert.equal(evs[evs.length - 1].event, 'execution_complete');
+  // Once the writer closed, the files stand still: a read from the start is one gap and then
+  // every id to the end.
+  let settled = false;
+  for (let i = 0; i < 40 && !settled; i++) {
+    const r2 = L.parseSse((await L.stream(`${g.base}${P}/processes/${big}/stream?raw=1`).done).body.toString());
+    const ng = r2.filter((e) => e.event === 'gap').length;
+    if (ng === 1 && r2[0].event === 'gap') {
+      const f = JSON.parse(r2[0].data).first_id;
+      r2.slice(1).forEach((e, j) => assert.equal(Number(e.id), f + j));
+      settled = true;
+    } else await L.sleep(100);
+  }
+  assert.ok(settled, 'a read after the writer closed has a single gap');
   let out = await g.call('GET', `${P}/processes/${big}/output?offset=0`);
   assert.equal(out.status, 410);
   assert.equal(out.json.code, 'PROCESS::OUTPUT_EVICTED');

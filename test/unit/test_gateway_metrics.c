@@ -216,8 +216,13 @@ static void test_every_field(void **state)
         {"sandgate_stream_bytes_out_total", offsetof(sg_gw_stats_t, bytes_out)},
         {"sandgate_stream_gaps_total", offsetof(sg_gw_stats_t, gaps)},
         {"sandgate_stream_evicted_events_total", offsetof(sg_gw_stats_t, evicted_events)},
+        {"sandgate_log_disk_bytes", offsetof(sg_gw_stats_t, disk_bytes)},
+        {"sandgate_log_disk_reads_total", offsetof(sg_gw_stats_t, disk_reads)},
+        {"sandgate_log_segments_deleted_total", offsetof(sg_gw_stats_t, segments_deleted)},
+        {"sandgate_log_outputs_evicted_total", offsetof(sg_gw_stats_t, outputs_evicted)},
+        {"sandgate_log_write_errors_total", offsetof(sg_gw_stats_t, disk_errors)},
     };
-    /* 5 states + 10 scalars + 3 reasons = every field (gwmetrics.c asserts the size too). */
+    /* 5 states + 15 scalars + 3 reasons = every field (gwmetrics.c asserts the size too). */
     assert_int_equal(SG_PROC_NSTATES + SG_ARRAY_SIZE(scalars) + SG_CUT_NREASONS,
                      sizeof(sg_gw_stats_t) / sizeof(uint64_t));
     for (size_t i = 0; i < SG_ARRAY_SIZE(scalars); i++) {
