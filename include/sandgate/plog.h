@@ -60,7 +60,8 @@ typedef struct sg_plog {
     uint64_t max_bytes; /* bound on bytes (the newest event is always kept) */
     uint64_t cum;       /* frame bytes ever appended */
     uint64_t out_end;   /* output bytes ever appended */
-    uint64_t evicted;   /* events dropped by the bound */
+    uint64_t evicted;   /* events dropped from memory (the bound, skip_to) */
+    uint64_t keep_from; /* 0, or: events with this id and newer are not dropped by the bound */
     sg_buf_t *tail;     /* the block appends go to (the log's own reference) */
 } sg_plog_t;
 
@@ -84,6 +85,10 @@ uint64_t sg_plog_first_out(const sg_plog_t *l);
  * rebuilt from disk starts at its first stored event, and a hole in the stored ids (events
  * retention removed) is skipped the same way (readers of the missing ids get a gap). */
 void sg_plog_skip_to(sg_plog_t *l, uint64_t id, uint64_t out_off, int64_t *bytes_delta);
+/* Events from id on stay held whatever the bound (0: none): the durable log's writer pins
+ * what it has not written yet, so every event dropped from memory is in the files. Moving the
+ * pin up drops what the bound asks for; *bytes_delta as for append. */
+void sg_plog_keep_from(sg_plog_t *l, uint64_t id, int64_t *bytes_delta);
 /* Writes "id: <id>\nevent: <type>\ndata: " (the SSE frame's head as the log stores it) to head
  * (at least 96 bytes). Returns its length, or 0 when type is too long. */
 size_t sg_plog_head(char *head, uint64_t id, const char *type);

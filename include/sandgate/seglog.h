@@ -38,7 +38,8 @@
  *
  * Retention: when the segment files total more than max_bytes, the oldest sealed segments are
  * unlinked (never the one being written, so the directory may hold up to max_bytes plus one
- * segment) and each is reported SG_SEGLOG_DELETED once gone.
+ * segment) and each is reported SG_SEGLOG_DELETED once gone (several dropped at once are
+ * unlinked in parallel and may be reported in any order).
  *
  * Crash safety: a sealed segment was fdatasync'ed before the next one was created, so after a
  * kill -9 or a power loss only the last segment can end in a partial (torn) record; the reader
@@ -95,6 +96,8 @@ typedef struct sg_seglog_config {
     size_t max_pending;     /* pending bytes past which append says 1, default 4 MiB */
     void (*on_segment)(void *ud, const sg_seglog_seg_t *s);
     void (*on_drain)(void *ud); /* after append returned 1: the caller may resume */
+    /* after each write: every record up to last_id is in the files (readable; kill -9 proof) */
+    void (*on_written)(void *ud, uint64_t last_id);
     void (*on_error)(void *ud, int err, const char *msg); /* once, when the log fails */
     void *ud;
 } sg_seglog_config_t;
@@ -167,8 +170,8 @@ int sg_seglog_read(uv_loop_t *loop, const char *dir, sg_seglog_event_cb on_event
 int sg_seglog_read_from(uv_loop_t *loop, const char *dir, uint64_t seq, uint64_t off,
                         sg_seglog_event_cb on_event, sg_seglog_done_cb done, void *ud);
 
-/* Changes the retention bound (total bytes of this log's segment files); a smaller bound
- * deletes the oldest sealed segments now. */
+/* Changes the retention bound (total bytes of this log's segment files; at least one segment,
+ * as at open); a smaller bound deletes the oldest sealed segments now. */
 void sg_seglog_set_max_bytes(sg_seglog_t *g, uint64_t max_bytes);
 
 /* Deletes dir and everything under it (a missing dir is fine), then cb(ud, err, msg). */

@@ -53,6 +53,7 @@ void sg_stream_config_init(sg_stream_config_t *c)
     c->disk_process_bytes = 64u << 20;
     c->disk_total_bytes = 1ull << 30;
     c->disk_max_age_ms = 7ull * 24 * 3600 * 1000;
+    c->disk_flush_ms = 10;
 }
 
 int64_t sg__wall_ms(void)

@@ -64,6 +64,8 @@ typedef struct sg_stream_config {
                                     default 1 GiB */
     uint64_t disk_max_age_ms;    /* a finished process's output is kept this long, default 7 d,
                                     0 = no limit */
+    uint32_t disk_flush_ms;      /* an appended event waits at most this long for its write
+                                    (batching), default 10 ms; unwritten events stay in memory */
 } sg_stream_config_t;
 
 typedef struct sg_procs sg_procs_t;

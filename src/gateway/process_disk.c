@@ -239,10 +239,11 @@ static void on_segment(void *ud, const sg_seglog_seg_t *g)
         while (i < p->nsegs && p->segs[i].seq != g->seq)
             i++;
         if (i == p->nsegs) return;
-        /* The store deletes rows below a seq: exact for the oldest, which retention takes. */
-        if (i == 0) store_drop_segments(p, g->seq + 1);
         memmove(p->segs + i, p->segs + i + 1, (p->nsegs - i - 1) * sizeof(*p->segs));
         p->nsegs--;
+        /* The store deletes rows below a seq: below the oldest segment still held, which is
+         * exact whatever order the deletions are reported in (retention takes the oldest). */
+        if (i == 0) store_drop_segments(p, p->nsegs ? p->segs[0].seq : g->seq + 1);
         sg_gw_stats.segments_deleted++;
         return;
     }
@@ -253,6 +254,21 @@ static void on_segment(void *ud, const sg_seglog_seg_t *g)
         x->bytes = g->bytes;
     }
     store_segment(p, x, g->name);
+}
+
+/* The memory log keeps what the writer has not written yet (plog keep_from): an event leaves
+ * memory only once it is in the files, so a reader behind memory never finds a hole there. */
+static void pin(proc_t *p, uint64_t from)
+{
+    int64_t delta = 0;
+    sg_plog_keep_from(&p->log, from, &delta);
+    sg_gw_stats.log_bytes += (uint64_t)delta;
+}
+
+static void on_written(void *ud, uint64_t last_id)
+{
+    proc_t *p = ud;
+    if (last_id + 1 > p->log.keep_from) pin(p, last_id + 1);
 }
 
 static void on_drain(void *ud)
@@ -269,6 +285,7 @@ static void on_error(void *ud, int err, const char *msg)
               " only from here", "sandbox", p->sbx->id, "process", p->id, "error",
               msg ? msg : sg_strerror(err), NULL);
     sg_gw_stats.disk_errors++;
+    pin(p, 0);
     p->disk_hold = 0;
     sg__proc_flow(p);
 }
@@ -284,11 +301,14 @@ static void open_writer(proc_t *p)
     c.on_segment = on_segment;
     c.on_drain = on_drain;
     c.on_error = on_error;
+    c.on_written = on_written;
+    c.flush_ms = m->cfg.disk_flush_ms;
     c.ud = p;
     if (sg_seglog_open(m->loop, p->logdir, &c, &p->disk) < 0) {
         p->disk = NULL;
         return;
     }
+    pin(p, p->log.next_id);
     sg__proc_ref(p); /* the writer's, until it closed */
 }
 
@@ -305,7 +325,10 @@ void sg__disk_append(proc_t *p, uint64_t id, const char *type, const char *json,
 {
     /* Stopping: what the shutdown adds (the "lost" end) is not the command's; a restart
      * re-attaches and goes on from what is on disk. */
-    if (p->m->shutting_down) return;
+    if (p->m->shutting_down) {
+        if (p->log.keep_from) pin(p, 0);
+        return;
+    }
     int r = sg_seglog_append(p->disk, id, type, json, len, (int)kind, stream, out_len);
     if (r == 1 && !p->disk_hold) {
         p->disk_hold = 1;
@@ -319,6 +342,7 @@ static void on_writer_closed(void *ud)
     sg_procs_t *m = p->m;
     p->disk_closing = 0;
     p->disk_bytes = ix_bytes(p);
+    pin(p, 0);
     if (p->remove_log) {
         if (p->logdir && !m->shutting_down) remove_dir(m, p->logdir);
         drop_logdir(p);
@@ -368,7 +392,8 @@ struct disk_rd {
     sub_t *s; /* NULL once the subscriber ended */
     proc_t *p;
     sg_buf_t *out;
-    uint64_t want; /* the next id the subscriber needs */
+    uint64_t start; /* next id when the read began */
+    uint64_t want;  /* the next id the subscriber needs */
     uint64_t seq, off; /* where a read after want-1 resumes */
     uint64_t events;
     uint64_t hole; /* the id found where want was missing */
@@ -441,8 +466,10 @@ static void rd_done(void *ud, int err, const char *msg, uint64_t records, int to
     s->next_id = rd->want;
     if (rd->why == RD_HOLE) {
         if (sg__sub_gap(s, rd->hole) < 0) goto out;
-    } else if (rd->why == RD_ALL && s->next_id < p->log.first_id) {
-        /* The files end before the memory window starts (a failed writer): a gap. */
+    } else if (rd->why == RD_ALL && s->next_id < p->log.first_id && rd->want == rd->start) {
+        /* The files end before the memory window starts and a read made no progress (a failed
+         * writer): a gap. A read that made progress goes on with a new one instead: the
+         * writer may have started a segment this read did not list. */
         if (sg__sub_gap(s, p->log.first_id) < 0) goto out;
     }
     sg__sub_pump(s);
@@ -481,7 +508,7 @@ int sg__disk_catch_up(sub_t *s)
     rd->s = s;
     rd->p = sg__proc_ref(p);
     rd->out = sg_buf_new(CATCH_UP_BYTES + 4096);
-    rd->want = s->next_id;
+    rd->want = rd->start = s->next_id;
     rd->seq = seq;
     rd->off = off;
     m->disk_ops++;

@@ -70,6 +70,7 @@ typedef struct serve_config {
     uint64_t log_process_bytes;
     uint64_t log_total_bytes;
     uint64_t log_max_age_ms;
+    uint64_t log_flush_ms;
 } serve_config_t;
 
 #define OPT(n, e, t, f, d, lo, hi, mv, h) {n, e, t, offsetof(serve_config_t, f), d, lo, hi, mv, h}
@@ -149,6 +150,9 @@ static const sg_opt_t serve_opts[] = {
         1ull << 50, NULL, "all output logs on disk; the oldest finished processes' output goes first"),
     OPT("log-max-age", "SANDGATE_LOG_MAX_AGE", SG_OPT_DURATION, log_max_age_ms, "168h", 0, 0, NULL,
         "a finished process's output log is removed this long after it ended, 0 = never"),
+    OPT("log-flush", "SANDGATE_LOG_FLUSH", SG_OPT_DURATION, log_flush_ms, "10ms", 0, 1000, NULL,
+        "longest an output event waits before it is written to its log file (batched writes; "
+        "events not yet written stay in memory)"),
     OPT("exact-output", "SANDGATE_EXACT_OUTPUT", SG_OPT_STRING, exact_output, "on", 0, 0,
         "on|off", "capture commands' exact bytes (execd's raw events; off: /output is rebuilt "
         "from the lines, cheaper for bulk output)"),
@@ -511,6 +515,7 @@ int sg_gateway_serve(int argc, char **argv)
     g.api_cfg.stream.disk_process_bytes = g.cfg.log_process_bytes;
     g.api_cfg.stream.disk_total_bytes = g.cfg.log_total_bytes;
     g.api_cfg.stream.disk_max_age_ms = g.cfg.log_max_age_ms;
+    g.api_cfg.stream.disk_flush_ms = (uint32_t)g.cfg.log_flush_ms;
     g.api_cfg.store = g.store;
     g.api_cfg.data_dir = g.cfg.data;
     g.api_cfg.provider_name = g.cfg.provider;

@@ -57,6 +57,13 @@ static void drop_oldest(sg_plog_t *l)
     l->evicted++;
 }
 
+/* The bound: the oldest go while over it, except the newest event and what is pinned. */
+static void trim(sg_plog_t *l)
+{
+    while (l->bytes > l->max_bytes && l->count > 1 && (!l->keep_from || l->first_id < l->keep_from))
+        drop_oldest(l);
+}
+
 size_t sg_plog_head(char *head, uint64_t id, const char *type)
 {
     size_t tl = strlen(type);
@@ -120,10 +127,17 @@ int64_t sg_plog_append(sg_plog_t *l, const char *type, const char *json, size_t 
     e->stream = (uint8_t)stream;
     l->out_end += out_len;
     l->bytes += sg_plog_cost(flen);
-    while (l->bytes > l->max_bytes && l->count > 1)
-        drop_oldest(l);
+    trim(l);
     if (bytes_delta) *bytes_delta = (int64_t)l->bytes - (int64_t)before;
     return (int64_t)(l->next_id - 1);
+}
+
+void sg_plog_keep_from(sg_plog_t *l, uint64_t id, int64_t *bytes_delta)
+{
+    uint64_t before = l->bytes;
+    l->keep_from = id;
+    trim(l);
+    if (bytes_delta) *bytes_delta = (int64_t)l->bytes - (int64_t)before;
 }
 
 const sg_plog_ent_t *sg_plog_get(const sg_plog_t *l, uint64_t id)

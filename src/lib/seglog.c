@@ -804,6 +804,7 @@ static void on_write(uv_fs_t *req)
     g->cur.bytes += g->wbuf_len;
     g->st.writes++;
     g->st.bytes_written += g->wbuf_len;
+    if (g->cfg.on_written) g->cfg.on_written(g->cfg.ud, g->w.last_id);
     check_drain(g);
     retention(g);
     pump(g);
@@ -1025,7 +1026,7 @@ void sg_seglog_close(sg_seglog_t *g, void (*cb)(void *ud), void *ud)
 
 void sg_seglog_set_max_bytes(sg_seglog_t *g, uint64_t max_bytes)
 {
-    g->cfg.max_bytes = max_bytes;
+    g->cfg.max_bytes = SG_MAX(max_bytes, g->cfg.segment_bytes); /* as open requires */
     if (g->opened && !g->err && !g->finished) retention(g);
 }
 

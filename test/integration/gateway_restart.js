@@ -6,6 +6,11 @@
 //   - one that expired while the gateway was down is deleted, its processes gone;
 //   - one whose processes died while the gateway was down is Failed (SANDBOX_LOST);
 //   - a sandbox on disk with no record (an orphan) is reaped;
+//   - process output logs: a completed process replays byte-identically (from memory and
+//     from its segment files); a subscriber cut by the crash resumes with Last-Event-ID and
+//     gets the rest of a re-attached command, nothing lost or repeated; a command whose
+//     sandbox died meanwhile is `lost` with its output so far; an expired sandbox and an
+//     orphan log directory leave no files;
 //   - a foreign sandgate.db is refused with a clear message and left byte-identical.
 'use strict';
 const { spawnSync } = require('node:child_process');
@@ -30,8 +35,17 @@ async function waitDead(pid, what) {
   assert.ok(!L.pidAlive(pid), `${what}: pid ${pid} still alive`);
 }
 
+// Small segments and a small memory window: completed logs span several files and most of
+// a big one is read back from the files, not from memory.
+const FLAGS = ['--log-segment-bytes', '64K', '--process-log-bytes', '128K', '--sse-heartbeat', '1h'];
+
+const rawStream = async (g, sb, pid, headers = {}) =>
+  (await L.stream(`${g.base}/v1/sandboxes/${sb}/processes/${pid}/stream?raw=1`, { headers }).done).body;
+
+const ticks = (name, a, b) => Array.from({ length: b - a + 1 }, (_, i) => `${name}-${a + i}`);
+
 L.main(async () => {
-  let g = await L.startGateway('restart');
+  let g = await L.startGateway('restart', FLAGS);
   const data = g.data;
   const port = g.port;
   const keep = await L.createRunning(g, { metadata: { team: 'blue', run: '7' } });
@@ -44,6 +58,32 @@ L.main(async () => {
   const donePid = L.parseExecd(r.text)[0].text;
   r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: 'for i in $(seq 1 40); do echo tick-$i; sleep 0.1; done', background: true });
   const tickPid = L.parseExecd(r.text)[0].text;
+  // A completed process with a log of several segments, most of it outside the memory window.
+  r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: "head -c 400000 /dev/zero | tr '\\0' z | fold -w 80; echo; echo err >&2; exit 3" });
+  assert.equal(r.status, 200);
+  const bigPid = L.parseExecd(r.text)[0].text;
+  let bp = await g.call('GET', `/v1/sandboxes/${keep}/processes/${bigPid}`);
+  assert.equal(bp.json.exit_code, 3);
+  assert.ok(bp.json.first_event_id > 1, 'memory holds only the end of it');
+  const doneBefore = await rawStream(g, keep, donePid);
+  const bigBefore = await rawStream(g, keep, bigPid);
+  assert.ok(!bigBefore.includes('sandgate.gap'), `read from the files, no gap: ${bigBefore.toString().split('\n\n').filter((x) => x.includes('gap')).join(' / ').slice(0, 600)} (first id in memory ${bp.json.first_event_id})`);
+  // A live subscriber on the running one: the crash cuts it mid-stream.
+  const seen = [];
+  const tickSub = L.stream(`${g.base}/v1/sandboxes/${keep}/processes/${tickPid}/stream?raw=1`);
+  // A running command in the sandbox that dies while the gateway is down: lost.
+  r = await g.call('POST', `/v1/sandboxes/${dying}/proxy/44772/command`, { command: 'for i in $(seq 1 400); do echo beat-$i; sleep 0.05; done', background: true });
+  const beatPid = L.parseExecd(r.text)[0].text;
+  // And one in the sandbox that expires meanwhile: its log directory must go with it.
+  r = await g.call('POST', `/v1/sandboxes/${expiring}/proxy/44772/command`, { command: 'echo bye' });
+  assert.equal(r.status, 200);
+  const logDir = (sb) => path.join(data, 'logs', sb);
+  assert.ok(fs.existsSync(logDir(expiring)), 'the expiring sandbox has a log directory');
+  for (let i = 0; i < 100; i++) {
+    const t = await g.call('GET', `/v1/sandboxes/${keep}/processes/${tickPid}`);
+    if (t.json.last_event_id > 12) break;
+    await L.sleep(50);
+  }
   assert.equal((await g.call('POST', `/v1/sandboxes/${paused}/pause`)).status, 202);
   await waitState(g, paused, 'Paused');
   const soon = new Date(Date.now() + 1500).toISOString();
@@ -59,14 +99,28 @@ L.main(async () => {
   const orphan = await L.createRunning(other);
   const orphanPid = L.initPid(other.data, orphan);
   other.child.kill('SIGKILL');
+  // What the subscriber and the beat command showed at least 150 ms before the crash is on
+  // disk (the writer runs within milliseconds).
+  const beatsSeen = await g.call('GET', `/v1/sandboxes/${dying}/processes/${beatPid}/output?offset=0`);
+  await L.sleep(150);
   g.child.kill('SIGKILL');
+  const cut = await tickSub.done;
+  assert.ok(cut.aborted, 'the crash cut the subscriber');
+  const cutEvs = L.parseSse(cut.body.toString());
+  for (const e of cutEvs) if (e.event === 'stdout') seen.push(JSON.parse(e.data).text);
+  const lastSeen = cutEvs.filter((e) => e.id).pop().id;
+  assert.ok(seen.length >= 3, `the subscriber saw ticks before the crash (${seen.length})`);
+  // An orphan log directory: files with no process record.
+  const orphanLog = path.join(data, 'logs', 'sbx-nobody', 'proc-nobody');
+  fs.mkdirSync(orphanLog, { recursive: true });
+  fs.writeFileSync(path.join(orphanLog, '0000000000000001.log'), 'stale');
   await L.sleep(200);
   fs.renameSync(path.join(other.data, 'sandboxes', orphan), path.join(data, 'sandboxes', orphan));
   process.kill(dyingPid, 'SIGKILL');
   await L.sleep(1700); // past the renewed expiry, with the gateway down
   ok('state before kill -9: 5 sandboxes, one paused, one deleted, one expiring, one orphan on disk');
 
-  g = await L.startGateway('restart', [], { data, port });
+  g = await L.startGateway('restart', FLAGS, { data, port });
   let s = await waitState(g, keep, 'Running');
   assert.deepEqual(s.metadata, { team: 'blue', run: '7' });
   r = await g.call('POST', `/v1/sandboxes/${keep}/proxy/44772/command`, { command: 'cat /workspace/mark' });
@@ -88,6 +142,25 @@ L.main(async () => {
   assert.equal(out.buf.toString(), want);
   ok('processes: a finished one is listed as it ended; a running one is re-attached and finishes with its full output');
 
+  assert.ok(Buffer.compare(await rawStream(g, keep, donePid), doneBefore) === 0, 'small log replays byte-identically');
+  const bigAfter = await rawStream(g, keep, bigPid);
+  assert.equal(bigAfter.length, bigBefore.length);
+  assert.ok(Buffer.compare(bigAfter, bigBefore) === 0, 'big log replays byte-identically');
+  bp = await g.call('GET', `/v1/sandboxes/${keep}/processes/${bigPid}`);
+  assert.equal(bp.json.state, 'exited');
+  assert.equal(bp.json.exit_code, 3);
+  ok(`completed logs replay byte-identically (${doneBefore.length} and ${bigAfter.length} bytes of SSE, ${bigAfter.length > 256 * 1024 ? 'most of it' : 'part'} from the files)`);
+
+  // The cut subscriber resumes with the last id it got: the rest, in order, nothing twice.
+  const resumed = await L.stream(`${g.base}/v1/sandboxes/${keep}/processes/${tickPid}/stream?raw=1`, { headers: { 'last-event-id': lastSeen } }).done;
+  const resEvs = L.parseSse(resumed.body.toString());
+  assert.ok(!resEvs.some((e) => e.event === 'gap'), 'no gap');
+  resEvs.forEach((e, i) => assert.equal(Number(e.id), Number(lastSeen) + 1 + i, 'ids continue'));
+  const all = seen.concat(resEvs.filter((e) => e.event === 'stdout').map((e) => JSON.parse(e.data).text));
+  assert.deepEqual(all, ticks('tick', 1, 40));
+  assert.equal(resEvs[resEvs.length - 1].event, 'execution_complete');
+  ok(`a subscriber cut by the crash at id ${lastSeen} resumes after the restart: ticks ${seen.length + 1}..40, ids contiguous`);
+
   s = await waitState(g, paused, 'Paused');
   assert.equal((await g.call('POST', `/v1/sandboxes/${paused}/resume`)).status, 202);
   await waitState(g, paused, 'Running');
@@ -99,17 +172,35 @@ L.main(async () => {
   for (let i = 0; i < 100 && (await g.call('GET', `/v1/sandboxes/${expiring}`)).status !== 404; i++) await L.sleep(50);
   assert.equal((await g.call('GET', `/v1/sandboxes/${expiring}`)).status, 404);
   await waitDead(expPid, 'expired sandbox');
-  ok('a sandbox that expired while the gateway was down is deleted, its processes gone');
+  for (let i = 0; i < 100 && fs.existsSync(logDir(expiring)); i++) await L.sleep(50);
+  assert.ok(!fs.existsSync(logDir(expiring)), 'its log directory is gone');
+  ok('a sandbox that expired while the gateway was down is deleted, its processes and their logs gone');
 
   s = await waitState(g, dying, 'Failed');
   assert.equal(s.status.reason, 'SANDBOX_LOST');
+  let bt;
+  for (let i = 0; i < 200; i++) {
+    bt = await g.call('GET', `/v1/sandboxes/${dying}/processes/${beatPid}`);
+    if (bt.json && bt.json.state !== 'running') break;
+    await L.sleep(50);
+  }
+  assert.equal(bt.json.state, 'lost', bt.text);
+  assert.ok(bt.json.error && bt.json.error.length > 10, `a reason: ${bt.json.error}`);
+  const beatsAfter = (await g.call('GET', `/v1/sandboxes/${dying}/processes/${beatPid}/output?offset=0`)).buf.toString();
+  assert.ok(beatsAfter.startsWith(beatsSeen.buf.toString()) && beatsSeen.buf.length > 0, 'its output so far is kept');
+  const nb = beatsAfter.split('\n').filter(Boolean);
+  assert.deepEqual(nb, ticks('beat', 1, nb.length));
+  ok(`a command whose sandbox died meanwhile is lost ("${bt.json.error}") with its output so far (${nb.length} lines)`);
   ok('a sandbox whose processes died meanwhile is Failed (SANDBOX_LOST)');
 
   await waitDead(orphanPid, 'orphan');
   for (let i = 0; i < 100 && fs.existsSync(path.join(data, 'sandboxes', orphan)); i++) await L.sleep(50);
   assert.ok(!fs.existsSync(path.join(data, 'sandboxes', orphan)), 'orphan directory removed');
   assert.equal((await g.call('GET', `/v1/sandboxes/${orphan}`)).status, 404);
-  ok('a sandbox on disk without a record is reaped');
+  for (let i = 0; i < 100 && fs.existsSync(path.dirname(orphanLog)); i++) await L.sleep(50);
+  assert.ok(!fs.existsSync(path.dirname(orphanLog)), 'orphan log directory removed');
+  assert.ok(fs.existsSync(logDir(keep)), 'the kept sandbox keeps its logs');
+  ok('a sandbox on disk without a record is reaped, and so is a log directory without one');
 
   const list = await g.call('GET', '/v1/sandboxes');
   const ids = list.json.items.map((x) => x.id).sort();
@@ -121,7 +212,7 @@ L.main(async () => {
   const tockPid = L.parseExecd(r.text)[0].text;
   g.child.kill('SIGTERM');
   for (let i = 0; i < 100 && g.child.exitCode === null; i++) await L.sleep(50);
-  g = await L.startGateway('restart', [], { data, port });
+  g = await L.startGateway('restart', FLAGS, { data, port });
   for (let i = 0; i < 200; i++) {
     p = await g.call('GET', `/v1/sandboxes/${keep}/processes/${tockPid}`);
     if (p.json && p.json.state !== 'running') break;

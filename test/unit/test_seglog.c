@@ -17,7 +17,10 @@
  *   kill -9        a forked writer syncs and reports; after SIGKILL everything reported reads
  *   close          flushes what is pending, even before the open completed
  *   failure        an impossible directory reports on_error; sync and close still answer
- *   remove         deletes the directory tree; a missing one is fine */
+ *   remove         deletes the directory tree; a missing one is fine
+ *   read from      resuming at a record's (seq, end) gives exactly the records after it
+ *   set max bytes  a lower bound at runtime deletes the oldest segments, the rest reads */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -133,7 +136,8 @@ static int teardown(void **state)
 /* ---- what the writer reports */
 
 typedef struct segs {
-    int nnew, nsealed, ndeleted, nerror, ndrain;
+    int nnew, nsealed, ndeleted, nerror, ndrain, nwritten;
+    uint64_t written; /* the last id on_written reported */
     sg_seglog_seg_t sealed[256];
     uint64_t deleted[256];
     char errmsg[1024];
@@ -173,6 +177,15 @@ static void on_drain(void *ud)
     ((segs_t *)ud)->ndrain++;
 }
 
+static void on_written(void *ud, uint64_t last_id)
+{
+    segs_t *r = ud;
+    assert_loop_thread();
+    assert_true(last_id > r->written); /* every write moves it forward */
+    r->written = last_id;
+    r->nwritten++;
+}
+
 static void on_error(void *ud, int err, const char *msg)
 {
     segs_t *r = ud;
@@ -189,6 +202,7 @@ static void cfg_for(sg_seglog_config_t *c, segs_t *r)
     c->on_segment = on_segment;
     c->on_drain = on_drain;
     c->on_error = on_error;
+    c->on_written = on_written;
     c->ud = r;
 }
 
@@ -405,6 +419,8 @@ static void test_batching(void **state)
     assert_true(st.writes <= 10000 / 100); /* batches, not one write per event */
     assert_int_equal(st.syncs, 1);
     assert_int_equal(st.pending, 0);
+    assert_int_equal(r.written, 10000); /* one report per write, the last one names the end */
+    assert_int_equal((uint64_t)r.nwritten, st.writes);
 
     /* below flush_bytes: the timer writes it within flush_ms, without a sync */
     uint64_t w0 = st.writes;
@@ -419,6 +435,7 @@ static void test_batching(void **state)
     sg_seglog_stats(g, &st);
     assert_int_equal(st.writes, w0 + 1);
     assert_int_equal(file_size(f->logdir, 1), bytes + rec_size(10001) + rec_size(10002));
+    assert_int_equal(r.written, 10002);
 
     /* a sync with nothing new answers too (and not from inside the call) */
     memset(&fl, 0, sizeof fl);
@@ -810,6 +827,245 @@ static void test_remove(void **state)
     assert_int_equal(fl.err, 0);
 }
 
+/* ---- reading from a position, changing the bound */
+
+#define MAX_POS 4096
+typedef struct rdpos {
+    rd_t rd; /* first: on_event checks each record's fields */
+    uint64_t n;
+    uint64_t id[MAX_POS], seq[MAX_POS], off[MAX_POS], end[MAX_POS];
+} rdpos_t;
+
+static int on_event_pos(void *ud, const sg_seglog_rec_t *r)
+{
+    rdpos_t *x = ud;
+    assert_true(x->n < MAX_POS);
+    x->id[x->n] = r->id;
+    x->seq[x->n] = r->seq;
+    x->off[x->n] = r->off;
+    x->end[x->n] = r->end;
+    x->n++;
+    return on_event(&x->rd, r);
+}
+
+static void read_pos(fixture_t *f, uint64_t seq, uint64_t off, rdpos_t *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->rd.ordered = 1;
+    assert_int_equal(
+        sg_seglog_read_from(&f->loop, f->logdir, seq, off, on_event_pos, on_read_done, x), 0);
+    assert_int_equal(x->rd.done, 0); /* never from inside the call */
+    run_until(&f->loop, &x->rd.done);
+    assert_int_equal(x->rd.records, x->n);
+    assert_int_equal(x->rd.n, x->n);
+}
+
+/* Bytes and number of the segment files in dir, as the file system sees them. */
+static uint64_t dir_bytes(const char *dir, int *nfiles)
+{
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    uint64_t total = 0;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        size_t l = strlen(de->d_name);
+        if (l < 4 || strcmp(de->d_name + l - 4, ".seg") != 0) continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct stat sb;
+        assert_int_equal(stat(p, &sb), 0);
+        total += (uint64_t)sb.st_size;
+        n++;
+    }
+    closedir(dp);
+    if (nfiles) *nfiles = n;
+    return total;
+}
+
+static void test_read_from(void **state)
+{
+    fixture_t *f = *state;
+    segs_t r = {0};
+    write_log(f, &r, 8192, 600);
+    uint64_t nseg = (uint64_t)r.nsealed;
+    assert_true(nseg >= 5);
+    assert_int_equal(r.sealed[nseg - 1].last_id, 600);
+
+    /* where every record is: the full read, from (0, 0) */
+    rdpos_t *all = calloc(1, sizeof(*all)), *x = calloc(1, sizeof(*x));
+    read_pos(f, 0, 0, all);
+    assert_int_equal(all->rd.err, 0);
+    assert_int_equal(all->rd.torn, 0);
+    assert_int_equal(all->n, 600);
+    assert_true(all->rd.ordered);
+    assert_int_equal(all->rd.bad, 0);
+    for (uint64_t i = 0; i < all->n; i++) {
+        uint64_t q = all->seq[i];
+        assert_int_equal(all->id[i], i + 1);
+        assert_true(q >= 1 && q <= nseg);
+        assert_true(all->id[i] >= r.sealed[q - 1].first_id);
+        assert_true(all->id[i] <= r.sealed[q - 1].last_id);
+        assert_int_equal(all->end[i] - all->off[i], rec_size(all->id[i]));
+        if (i == 0 || all->seq[i - 1] != q)
+            assert_int_equal(all->off[i], 0); /* a segment's first record */
+        else
+            assert_int_equal(all->off[i], all->end[i - 1]); /* records are back to back */
+        if (i + 1 == all->n || all->seq[i + 1] != q)
+            assert_int_equal(all->end[i], file_size(f->logdir, q)); /* its last one ends it */
+    }
+
+    /* resuming after record j delivers exactly the records after it, from where they are */
+    for (uint64_t j = 0; j < all->n; j++) {
+        int seg_last = j + 1 == all->n || all->seq[j + 1] != all->seq[j];
+        if (j % 41 != 3 && !seg_last) continue;
+        read_pos(f, all->seq[j], all->end[j], x);
+        assert_int_equal(x->rd.err, 0);
+        assert_int_equal(x->rd.torn, 0);
+        assert_int_equal(x->n, all->n - j - 1);
+        assert_true(x->rd.ordered);
+        assert_int_equal(x->rd.bad, 0);
+        if (x->n) assert_int_equal(x->id[0], all->id[j] + 1);
+        for (uint64_t i = 0; i < x->n; i++) {
+            assert_true(x->seq[i] >= all->seq[j]); /* nothing from an earlier segment */
+            assert_int_equal(x->id[i], all->id[j + 1 + i]);
+            assert_int_equal(x->seq[i], all->seq[j + 1 + i]);
+            assert_int_equal(x->off[i], all->off[j + 1 + i]);
+            assert_int_equal(x->end[i], all->end[j + 1 + i]);
+        }
+    }
+
+    /* offset 0: the whole of that segment and everything after it */
+    read_pos(f, 3, 0, x);
+    assert_int_equal(x->rd.err, 0);
+    assert_int_equal(x->id[0], r.sealed[2].first_id);
+    assert_int_equal(x->seq[0], 3);
+    assert_int_equal(x->off[0], 0);
+    assert_int_equal(x->n, 600 - r.sealed[2].first_id + 1);
+    assert_int_equal(x->rd.last_id, 600);
+    assert_true(x->rd.ordered);
+    assert_int_equal(x->rd.bad, 0);
+
+    /* past the last segment: nothing, and a clean end */
+    read_pos(f, nseg + 1, 0, x);
+    assert_int_equal(x->rd.err, 0);
+    assert_int_equal(x->rd.torn, 0);
+    assert_int_equal(x->n, 0);
+    assert_int_equal(x->rd.records, 0);
+    read_pos(f, nseg + 100, 12345, x);
+    assert_int_equal(x->rd.err, 0);
+    assert_int_equal(x->rd.torn, 0);
+    assert_int_equal(x->n, 0);
+    free(all);
+    free(x);
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_set_max_bytes(void **state)
+{
+    fixture_t *f = *state;
+    segs_t r = {0};
+    sg_seglog_config_t c;
+    cfg_for(&c, &r);
+    c.segment_bytes = 8192;
+    c.flush_bytes = 2048; /* max_bytes: the default 64 MiB, nothing is deleted yet */
+    sg_seglog_t *g;
+    assert_int_equal(sg_seglog_open(&f->loop, f->logdir, &c, &g), 0);
+    for (uint64_t id = 1; id <= 600; id++) {
+        assert_int_equal(append_id(g, id), 0);
+        if (id % 20 == 0) uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    flag_t fl = {0};
+    sg_seglog_sync(g, on_synced, &fl);
+    run_until(&f->loop, &fl.called);
+    assert_int_equal(fl.err, 0);
+    assert_int_equal(r.nerror, 0);
+    assert_int_equal(r.ndeleted, 0);
+    int nfiles;
+    uint64_t before = dir_bytes(f->logdir, &nfiles);
+    assert_int_equal(nfiles, r.nnew);
+    assert_true(r.nsealed >= 10);
+    sg_seglog_stats_t st;
+    sg_seglog_stats(g, &st);
+    assert_int_equal(st.disk_bytes, before);
+
+    /* a larger bound deletes nothing */
+    sg_seglog_set_max_bytes(g, 128u << 20);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(r.ndeleted, 0);
+    assert_int_equal(dir_bytes(f->logdir, NULL), before);
+
+    /* about two segments: the oldest sealed ones go until the rest fits */
+    uint64_t bound = 2 * c.segment_bytes + c.segment_bytes / 2, left = before;
+    int want = 0;
+    while (want < r.nsealed && left > bound)
+        left -= file_size(f->logdir, (uint64_t)++want);
+    assert_true(want >= 8);
+    assert_true(left <= bound);
+    sg_seglog_set_max_bytes(g, bound);
+    assert_int_equal(r.ndeleted, 0);  /* reported once gone, not from inside the call */
+    uv_run(&f->loop, UV_RUN_DEFAULT); /* until the unlinks came back */
+    assert_int_equal(r.nerror, 0);
+    assert_int_equal(r.ndeleted, want);
+    /* each deleted segment is reported once: the oldest `want`. The unlinks run side by side
+     * on the thread pool, so the reports come in completion order, not seq order. */
+    uint64_t gone[256];
+    memcpy(gone, r.deleted, (size_t)want * sizeof(*gone));
+    qsort(gone, (size_t)want, sizeof(*gone), cmp_seq);
+    for (int i = 0; i < want; i++) {
+        assert_int_equal(gone[i], (uint64_t)i + 1);
+        assert_int_equal(file_size(f->logdir, (uint64_t)i + 1), UINT64_MAX);
+    }
+    for (int q = want + 1; q <= r.nnew; q++)
+        assert_int_not_equal(file_size(f->logdir, (uint64_t)q), UINT64_MAX);
+    uint64_t after = dir_bytes(f->logdir, &nfiles);
+    assert_int_equal(after, left);
+    assert_true(after < before);
+    assert_int_equal(nfiles, r.nnew - want);
+    sg_seglog_stats(g, &st);
+    assert_int_equal(st.segments_deleted, (uint64_t)want);
+    assert_int_equal(st.disk_bytes, after);
+
+    /* the newest records read back, from the start or from a deleted segment alike */
+    rd_t x;
+    read_all(f, f->logdir, &x);
+    assert_int_equal(x.err, 0);
+    assert_int_equal(x.torn, 0);
+    assert_int_equal(x.first_id, r.sealed[want].first_id);
+    assert_int_equal(x.last_id, 600);
+    assert_int_equal(x.n, 600 - r.sealed[want].first_id + 1);
+    assert_true(x.ordered);
+    assert_int_equal(x.bad, 0);
+    rdpos_t *xp = calloc(1, sizeof(*xp));
+    read_pos(f, 1, 100, xp); /* 000001.seg is gone: skipped, the offset with it */
+    assert_int_equal(xp->rd.err, 0);
+    assert_int_equal(xp->n, x.n);
+    assert_int_equal(xp->id[0], r.sealed[want].first_id);
+    assert_int_equal(xp->seq[0], (uint64_t)want + 1);
+    assert_int_equal(xp->off[0], 0);
+    free(xp);
+
+    /* the new bound holds for what is written next */
+    for (uint64_t id = 601; id <= 1200; id++) {
+        assert_int_equal(append_id(g, id), 0);
+        if (id % 20 == 0) uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    close_log(f, g);
+    assert_int_equal(r.nerror, 0);
+    assert_true(r.ndeleted > want);
+    assert_true(dir_bytes(f->logdir, NULL) <= bound);
+    read_all(f, f->logdir, &x);
+    assert_int_equal(x.err, 0);
+    assert_int_equal(x.last_id, 1200);
+    assert_true(x.ordered);
+    assert_int_equal(x.bad, 0);
+}
+
 int main(void)
 {
     for (uint64_t id = 1; id <= MAX_ID; id++) {
@@ -831,6 +1087,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_flushes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_from, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_max_bytes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
