@@ -14,6 +14,31 @@
 
 /* ------------------------------------------------------------------ output */
 
+/* The output bytes an event carries (out_len > 0), decoded into out (out_len + 4 bytes):
+ * a sandgate.raw event's data_b64, or a line event's text plus "\n". Returns how many. */
+size_t sg__event_output(int kind, const char *json, size_t jl, uint32_t out_len,
+                        unsigned char *out)
+{
+    size_t got = 0;
+    if (kind == SG_PLOG_RAW) {
+        const char *d;
+        size_t dl;
+        if (sg__scan_str(json, jl, "data_b64", &d, &dl) == 0)
+            mbedtls_base64_decode(out, (size_t)out_len + 4, &got, (const unsigned char *)d, dl);
+    } else {
+        json_t *o = json_loadb(json, jl, 0, NULL);
+        const char *txt = json_string_value(json_object_get(o, "text"));
+        size_t tl = json_string_length(json_object_get(o, "text"));
+        if (txt && tl + 1 <= out_len) {
+            memcpy(out, txt, tl);
+            out[tl] = '\n';
+            got = tl + 1;
+        }
+        json_decref(o);
+    }
+    return got > out_len ? out_len : got;
+}
+
 /* The output bytes [from, end) still held, in one buffer (bounded by the log's size). */
 sg_buf_t *sg__proc_collect_output(proc_t *p, uint64_t from)
 {
@@ -28,25 +53,7 @@ sg_buf_t *sg__proc_collect_output(proc_t *p, uint64_t from)
         const char *json = e->blk->data + e->off + e->json_off;
         size_t jl = e->len - e->json_off - 2;
         unsigned char *tmp = sg_xmalloc((size_t)e->out_len + 4);
-        size_t got = 0;
-        if (e->kind == SG_PLOG_RAW) {
-            const char *d;
-            size_t dl;
-            if (sg__scan_str(json, jl, "data_b64", &d, &dl) == 0)
-                mbedtls_base64_decode(tmp, (size_t)e->out_len + 4, &got, (const unsigned char *)d,
-                                      dl);
-        } else {
-            json_t *o = json_loadb(json, jl, 0, NULL);
-            const char *txt = json_string_value(json_object_get(o, "text"));
-            size_t tl = json_string_length(json_object_get(o, "text"));
-            if (txt && tl + 1 <= e->out_len) {
-                memcpy(tmp, txt, tl);
-                tmp[tl] = '\n';
-                got = tl + 1;
-            }
-            json_decref(o);
-        }
-        if (got > e->out_len) got = e->out_len;
+        size_t got = sg__event_output(e->kind, json, jl, e->out_len, tmp);
         uint64_t skip = from > e->out_off ? from - e->out_off : 0;
         if (skip < got && b->len + (got - skip) <= b->cap) {
             memcpy(b->data + b->len, tmp + skip, got - skip);
@@ -68,6 +75,47 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+void sg__output_evicted(sg_http_req_t *req, uint64_t first)
+{
+    char fv[32], msg[256];
+    snprintf(fv, sizeof(fv), "%llu", (unsigned long long)first);
+    snprintf(msg, sizeof(msg),
+             "output before byte %llu is no longer kept (retention); the first available byte "
+             "is %llu",
+             (unsigned long long)first, (unsigned long long)first);
+    sg_hdrs_t h;
+    sg_hdrs_init(&h);
+    sg_hdrs_addz(&h, "X-Sandgate-First-Offset", fv);
+    json_t *body = json_pack("{s:s,s:s,s:I}", "code", "PROCESS::OUTPUT_EVICTED", "message", msg,
+                             "first_offset", (json_int_t)first);
+    char *txt = json_dumps(body, JSON_COMPACT);
+    sg_hdrs_addz(&h, "Content-Type", "application/json");
+    sg_http_respond(req, 410, &h, txt, strlen(txt));
+    free(txt);
+    json_decref(body);
+    sg_hdrs_free(&h);
+}
+
+void sg__output_respond(proc_t *p, sg_http_req_t *req, int execd_logs, uint64_t first,
+                        uint64_t next, sg_buf_t *b)
+{
+    char hv[32], fv[32];
+    snprintf(fv, sizeof(fv), "%llu", (unsigned long long)first);
+    snprintf(hv, sizeof(hv), "%llu", (unsigned long long)next);
+    sg_hdrs_t h;
+    sg_hdrs_init(&h);
+    sg_hdrs_addz(&h, "Content-Type",
+                 execd_logs ? "text/plain; charset=utf-8" : "application/octet-stream");
+    sg_hdrs_addz(&h, execd_logs ? "EXECD-COMMANDS-TAIL-CURSOR" : "X-Sandgate-Next-Offset", hv);
+    sg_hdrs_addz(&h, "X-Sandgate-Running", p->finished ? "0" : "1");
+    sg_hdrs_addz(&h, "X-Sandgate-First-Offset", fv);
+    if (b && b->len)
+        sg_http_respond_buf(req, 200, &h, b, 0, b->len);
+    else
+        sg_http_respond(req, 200, &h, NULL, 0);
+    sg_hdrs_free(&h);
+}
+
 static void respond_output(proc_t *p, sg_http_req_t *req, int execd_logs)
 {
     char q[32];
@@ -83,43 +131,16 @@ static void respond_output(proc_t *p, sg_http_req_t *req, int execd_logs)
         }
     }
     uint64_t first = sg_plog_first_out(&p->log);
-    char hv[32], fv[32];
-    snprintf(fv, sizeof(fv), "%llu", (unsigned long long)first);
+    /* Below the memory window: from the log files (answered when the read is done). */
+    if (off < first && sg__disk_output(p, req, off, execd_logs)) return;
     if (!execd_logs && off < first) {
-        char msg[256];
-        snprintf(msg, sizeof(msg),
-                 "output before byte %llu is no longer kept (--process-log-bytes); the first "
-                 "available byte is %llu",
-                 (unsigned long long)first, (unsigned long long)first);
-        sg_hdrs_t h;
-        sg_hdrs_init(&h);
-        sg_hdrs_addz(&h, "X-Sandgate-First-Offset", fv);
-        json_t *body = json_pack("{s:s,s:s,s:I}", "code", "PROCESS::OUTPUT_EVICTED", "message", msg,
-                                 "first_offset", (json_int_t)first);
-        char *txt = json_dumps(body, JSON_COMPACT);
-        sg_hdrs_addz(&h, "Content-Type", "application/json");
-        sg_http_respond(req, 410, &h, txt, strlen(txt));
-        free(txt);
-        json_decref(body);
-        sg_hdrs_free(&h);
+        sg__output_evicted(req, first);
         return;
     }
     sg_buf_t *b = off < p->log.out_end ? sg__proc_collect_output(p, off) : NULL;
     uint64_t next = off < p->log.out_end ? p->log.out_end : off;
-    snprintf(hv, sizeof(hv), "%llu", (unsigned long long)next);
-    sg_hdrs_t h;
-    sg_hdrs_init(&h);
-    sg_hdrs_addz(&h, "Content-Type",
-                 execd_logs ? "text/plain; charset=utf-8" : "application/octet-stream");
-    sg_hdrs_addz(&h, execd_logs ? "EXECD-COMMANDS-TAIL-CURSOR" : "X-Sandgate-Next-Offset", hv);
-    sg_hdrs_addz(&h, "X-Sandgate-Running", p->finished ? "0" : "1");
-    sg_hdrs_addz(&h, "X-Sandgate-First-Offset", fv);
-    if (b)
-        sg_http_respond_buf(req, 200, &h, b, 0, b->len);
-    else
-        sg_http_respond(req, 200, &h, NULL, 0);
+    sg__output_respond(p, req, execd_logs, first, next, b);
     sg_buf_unref(b);
-    sg_hdrs_free(&h);
 }
 
 /* ------------------------------------------------------------------ JSON shapes */

@@ -252,6 +252,10 @@ static void on_segment(void *ud, const sg_seglog_seg_t *g)
     if (g->event == SG_SEGLOG_SEALED) {
         x->last_id = g->last_id;
         x->bytes = g->bytes;
+        if (g->first_id) {
+            x->first_out = g->first_out;
+            x->has_out = 1;
+        }
     }
     store_segment(p, x, g->name);
 }
@@ -530,6 +534,139 @@ void sg__disk_sub_ended(sub_t *s)
     s->rd = NULL;
 }
 
+/* ------------------------------------------------------------------ /output from the files */
+
+#define OUTPUT_DISK_MAX (8u << 20) /* output bytes one answer reads from the files */
+
+typedef struct out_rd {
+    proc_t *p;
+    sg_http_req_t *req;
+    int execd_logs;
+    uint64_t off;     /* asked for */
+    uint64_t pos;     /* the next output byte wanted */
+    uint64_t first;   /* first output byte the files hold (UINT64_MAX: none seen yet) */
+    int evicted;      /* off is below what the files hold */
+    uint64_t hole;    /* where output resumes after a hole, 0: none met */
+    sg_buf_t *b;
+} out_rd_t;
+
+static int out_event(void *ud, const sg_seglog_rec_t *r)
+{
+    out_rd_t *o = ud;
+    if (o->first == UINT64_MAX) {
+        o->first = r->out_off;
+        if (o->off < r->out_off) {
+            o->evicted = 1;
+            return 1;
+        }
+    }
+    if (r->out_len == 0 || r->out_off + r->out_len <= o->pos) return 0;
+    if (r->out_off > o->pos) { /* a hole (events the writer dropped): stop before it */
+        o->hole = r->out_off;
+        return 1;
+    }
+    if (o->pos >= sg_plog_first_out(&o->p->log) || o->b->len >= OUTPUT_DISK_MAX) return 1;
+    unsigned char *tmp = sg_xmalloc((size_t)r->out_len + 4);
+    size_t got = sg__event_output(r->kind, r->json, r->json_len, r->out_len, tmp);
+    uint64_t skip = o->pos - r->out_off;
+    if (skip < got) {
+        size_t n = got - (size_t)skip;
+        if (o->b->cap - o->b->len < n) {
+            size_t nc = o->b->cap * 2;
+            while (nc - o->b->len < n)
+                nc *= 2;
+            sg_buf_t *nb = sg_buf_new(nc);
+            memcpy(nb->data, o->b->data, o->b->len);
+            nb->len = o->b->len;
+            sg_buf_unref(o->b);
+            o->b = nb;
+        }
+        memcpy(o->b->data + o->b->len, tmp + skip, n);
+        o->b->len += n;
+    }
+    o->pos = r->out_off + r->out_len;
+    free(tmp);
+    return 0;
+}
+
+static void out_done(void *ud, int err, const char *msg, uint64_t records, int torn)
+{
+    out_rd_t *o = ud;
+    proc_t *p = o->p;
+    sg_procs_t *m = p->m;
+    (void)records;
+    (void)torn;
+    if (err < 0 && err != UV_ENOENT && err != 1)
+        sg_log_kv(SG_LOG_WARN, "logs: reading a process's output log failed", "process", p->id,
+                  "error", msg ? msg : sg_strerror(err), NULL);
+    uint64_t mem_first = sg_plog_first_out(&p->log);
+    if (o->hole && !o->b->len) {
+        /* Output missing in the middle (never written): past it, like below the oldest. */
+        o->first = o->hole;
+        o->evicted = 1;
+    }
+    if (o->evicted || (o->first == UINT64_MAX && o->off < mem_first)) {
+        /* Nothing older than what is asked for is left on disk: what is held is the answer. */
+        uint64_t first = o->first == UINT64_MAX ? mem_first : SG_MIN(o->first, mem_first);
+        if (o->execd_logs) {
+            sg_buf_t *b = sg__proc_collect_output(p, first);
+            sg__output_respond(p, o->req, 1, first, p->log.out_end, b);
+            sg_buf_unref(b);
+        } else {
+            sg__output_evicted(o->req, first);
+        }
+    } else {
+        /* The files' part, then memory's when the files reached it and the answer has room. */
+        if (o->pos >= mem_first && o->b->len < OUTPUT_DISK_MAX && o->pos < p->log.out_end) {
+            sg_buf_t *rest = sg__proc_collect_output(p, o->pos);
+            sg_buf_t *nb = sg_buf_new(o->b->len + rest->len + 1);
+            memcpy(nb->data, o->b->data, o->b->len);
+            memcpy(nb->data + o->b->len, rest->data, rest->len);
+            nb->len = o->b->len + rest->len;
+            o->pos += rest->len;
+            sg_buf_unref(rest);
+            sg_buf_unref(o->b);
+            o->b = nb;
+        }
+        sg__output_respond(p, o->req, o->execd_logs, o->first, o->pos, o->b);
+    }
+    sg_buf_unref(o->b);
+    free(o);
+    sg__proc_unref(p);
+    op_done(m);
+}
+
+int sg__disk_output(proc_t *p, sg_http_req_t *req, uint64_t off, int execd_logs)
+{
+    sg_procs_t *m = p->m;
+    if (!p->logdir || !p->nsegs || m->closing) return 0;
+    out_rd_t *o = sg_xcalloc(1, sizeof(*o));
+    o->p = sg__proc_ref(p);
+    o->req = req;
+    o->execd_logs = execd_logs;
+    o->off = o->pos = off;
+    o->first = UINT64_MAX;
+    o->b = sg_buf_new(64 * 1024);
+    /* Start at the newest segment known to begin at or before off (the oldest otherwise). */
+    size_t i = 0;
+    for (size_t k = 1; k < p->nsegs; k++)
+        if (p->segs[k].has_out && p->segs[k].first_out <= off) i = k;
+    if (i > 0 && p->segs[0].has_out)
+        o->first = p->segs[0].first_out;
+    else
+        i = 0; /* the oldest's start is what a 410 names: read it */
+    m->disk_ops++;
+    if (sg_seglog_read_from(m->loop, p->logdir, p->segs[i].seq, 0, out_event, out_done, o) < 0) {
+        sg_buf_unref(o->b);
+        free(o);
+        sg__proc_unref(p);
+        op_done(m);
+        return 0;
+    }
+    sg_gw_stats.disk_reads++;
+    return 1;
+}
+
 /* ------------------------------------------------------------------ restart */
 
 static int load_event(void *ud, const sg_seglog_rec_t *r)
@@ -537,6 +674,10 @@ static int load_event(void *ud, const sg_seglog_rec_t *r)
     proc_t *p = ud;
     seg_ix_t *x = ix_get(p, r->seq);
     if (!x->first_id || r->id < x->first_id) x->first_id = r->id;
+    if (!x->has_out || r->out_off < x->first_out) {
+        x->first_out = r->out_off;
+        x->has_out = 1;
+    }
     if (r->id > x->last_id) x->last_id = r->id;
     if (r->end > x->bytes) x->bytes = r->end;
     sg_plog_t *l = &p->log;

@@ -33,6 +33,8 @@ typedef struct seg_ix {
     uint64_t seq;
     uint64_t first_id, last_id; /* 0: not known yet (the segment being written) */
     uint64_t bytes;
+    uint64_t first_out; /* output offset of its first record, when has_out */
+    int has_out;
 } seg_ix_t;
 
 struct sg_procs {
@@ -162,5 +164,13 @@ void sg__disk_close(sg_procs_t *m); /* stops the retention timer (counts in m->o
 void sg__procs_close_step(sg_procs_t *m);
 /* The output bytes [from, end) still held, in one buffer (bounded by the log's size). */
 sg_buf_t *sg__proc_collect_output(proc_t *p, uint64_t from);
+size_t sg__event_output(int kind, const char *json, size_t jl, uint32_t out_len,
+                        unsigned char *out);
+/* /output answers: 200 with the bytes (and the next / first offsets), or 410 below first. */
+void sg__output_respond(proc_t *p, sg_http_req_t *req, int execd_logs, uint64_t first,
+                        uint64_t next, sg_buf_t *b);
+void sg__output_evicted(sg_http_req_t *req, uint64_t first);
+/* /output below the memory window from the log files: 1 when it took req (answered later). */
+int sg__disk_output(proc_t *p, sg_http_req_t *req, uint64_t off, int execd_logs);
 
 #endif

@@ -37,6 +37,11 @@ L.main(async () => {
   // (exact output: each line is also in a raw event, so the log is about twice the output)
   const mid = await start("head -c 600000 /dev/zero | tr '\\0' m | fold -w 100");
   let p = await waitDone(mid);
+  // Memory keeps what is not yet written to the files; once written it holds only the bound.
+  for (let i = 0; i < 100 && p.first_event_id === 1; i++) {
+    await L.sleep(50);
+    p = (await g.call('GET', `${P}/processes/${mid}`)).json;
+  }
   assert.ok(p.first_event_id > 1, `memory evicted (first id ${p.first_event_id})`);
   let res = await L.stream(`${g.base}${P}/processes/${mid}/stream?raw=1`).done;
   let evs = L.parseSse(res.body.toString());
@@ -60,8 +65,6 @@ L.main(async () => {
   p = await waitDone(big);
   assert.equal(p.state, 'exited');
   assert.equal(p.output_bytes, 3029999);
-  assert.ok(p.first_event_id > 1, `history was evicted (first id ${p.first_event_id})`);
-  assert.ok(p.first_output_offset > 0);
   res = await L.stream(`${g.base}${P}/processes/${big}/stream?raw=1`).done;
   evs = L.parseSse(res.body.toString());
   // The files' bound took the oldest: a gap first. While the writer still trims the files
@@ -97,17 +100,31 @@ L.main(async () => {
   }
   assert.ok(settled, 'a read after the writer closed has a single gap');
   p = (await g.call('GET', `${P}/processes/${big}`)).json;
+  assert.ok(p.first_event_id > 1 && p.first_output_offset > 0, 'memory holds only the end');
   assert.ok(settled < p.first_event_id, `the files reach further back (${settled}) than memory (${p.first_event_id})`);
+  // /output: below what the files hold, 410 naming the first byte they hold; from there, the
+  // files' bytes and then memory's, to the end.
   let out = await g.call('GET', `${P}/processes/${big}/output?offset=0`);
   assert.equal(out.status, 410);
   assert.equal(out.json.code, 'PROCESS::OUTPUT_EVICTED');
-  assert.equal(out.json.first_offset, p.first_output_offset);
-  out = await g.call('GET', `${P}/processes/${big}/output?offset=${p.first_output_offset}`);
-  assert.equal(out.status, 200);
-  assert.equal(out.headers.get('x-sandgate-next-offset'), '3029999');
-  assert.equal(out.buf.length, 3029999 - p.first_output_offset);
-  assert.ok(/^[a\n]+$/.test(out.buf.toString()));
-  ok(`eviction: gap event (first id ${settled} once settled, ${gaps.length} while the writer trimmed), 410 below byte ${p.first_output_offset}`);
+  const firstOnDisk = out.json.first_offset;
+  assert.ok(firstOnDisk > 0 && firstOnDisk < p.first_output_offset, `the files start at byte ${firstOnDisk}, memory at ${p.first_output_offset}`);
+  assert.equal(out.headers.get('x-sandgate-first-offset'), String(firstOnDisk));
+  out = await g.call('GET', `${P}/processes/${big}/output?offset=${firstOnDisk - 1}`);
+  assert.equal(out.status, 410);
+  for (const from of [firstOnDisk, firstOnDisk + 12345, p.first_output_offset - 7, p.first_output_offset]) {
+    out = await g.call('GET', `${P}/processes/${big}/output?offset=${from}`);
+    assert.equal(out.status, 200);
+    assert.equal(out.headers.get('x-sandgate-next-offset'), '3029999');
+    assert.equal(out.buf.length, 3029999 - from, `from ${from}`);
+    // byte k of the output is '\n' exactly when k % 101 == 100 (fold -w 100)
+    const b = out.buf;
+    for (let k = 0; k < b.length; k++) {
+      const want = (from + k) % 101 === 100 ? 10 : 97;
+      if (b[k] !== want) assert.fail(`output byte ${from + k}: ${b[k]}, wanted ${want}`);
+    }
+  }
+  ok(`eviction: gap event (first id ${settled} once settled, ${gaps.length} while the writer trimmed); /output from the files at byte ${firstOnDisk}, 410 below`);
 
   // --- a stalled subscriber is cut at the hard limit; ten others get everything
   const lines = 4000;
