@@ -80,10 +80,13 @@ struct sg_store_snapshot;
 /* Where process records go (store.h): each process is written when execd names it and when
  * it ends; evicted ones are deleted. NULL: in memory only. */
 void sg_procs_set_store(sg_procs_t *m, struct sg_store *st, const char *data_dir);
-/* Restart: a stored process of the restored sandbox s. A finished one is listed again (its
- * output is not kept across restarts yet); a running one is re-attached through execd's
- * GET /command/{id}/stream (sandgate-execd keeps a log of every command the gateway starts)
- * and captured to the end, or marked lost with the reason when that is impossible. */
+/* Restart: a stored process of the restored sandbox s, with its log's segment rows. Its log is
+ * read back from the segment files (the newest --process-log-bytes into memory, the rest read
+ * from the files on demand), so a finished one replays exactly as before; a running one is
+ * then re-attached through execd's GET /command/{id}/stream?offset=<end of its stored output>
+ * (sandgate-execd keeps a log of every command the gateway starts) and captured to the end,
+ * its ids going on from the stored ones, or marked lost with the reason when that is
+ * impossible (what it wrote so far is kept). */
 void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const struct sg_store_process *r,
                       const struct sg_store_segment *segs, size_t nsegs);
 /* Restored logs still being read back (serve waits for 0 before listening). */
