@@ -285,9 +285,10 @@ static void on_drain(void *ud)
 static void on_error(void *ud, int err, const char *msg)
 {
     proc_t *p = ud;
-    sg_log_kv(SG_LOG_ERROR, "logs: writing a process's log failed; its output is kept in memory"
-              " only from here", "sandbox", p->sbx->id, "process", p->id, "error",
-              msg ? msg : sg_strerror(err), NULL);
+    sg_log_kv(SG_LOG_ERROR,
+              "logs: writing a process's log failed; its output is kept in memory"
+              " only from here",
+              "sandbox", p->sbx->id, "process", p->id, "error", msg ? msg : sg_strerror(err), NULL);
     sg_gw_stats.disk_errors++;
     pin(p, 0);
     p->disk_hold = 0;
@@ -396,8 +397,8 @@ struct disk_rd {
     sub_t *s; /* NULL once the subscriber ended */
     proc_t *p;
     sg_buf_t *out;
-    uint64_t start; /* next id when the read began */
-    uint64_t want;  /* the next id the subscriber needs */
+    uint64_t start;    /* next id when the read began */
+    uint64_t want;     /* the next id the subscriber needs */
     uint64_t seq, off; /* where a read after want-1 resumes */
     uint64_t events;
     uint64_t hole; /* the id found where want was missing */
@@ -462,8 +463,8 @@ static void rd_done(void *ud, int err, const char *msg, uint64_t records, int to
     s->rd_off = rd->off;
     s->rd_next = rd->want;
     if (err < 0 && err != UV_ENOENT)
-        sg_log_kv(SG_LOG_WARN, "logs: reading a process's log for a subscriber failed",
-                  "process", p->id, "error", msg ? msg : sg_strerror(err), NULL);
+        sg_log_kv(SG_LOG_WARN, "logs: reading a process's log for a subscriber failed", "process",
+                  p->id, "error", msg ? msg : sg_strerror(err), NULL);
     if (rd->out->len) {
         if (sg__sub_write_buf(s, rd->out, rd->events) < 0) goto out;
     }
@@ -542,11 +543,11 @@ typedef struct out_rd {
     proc_t *p;
     sg_http_req_t *req;
     int execd_logs;
-    uint64_t off;     /* asked for */
-    uint64_t pos;     /* the next output byte wanted */
-    uint64_t first;   /* first output byte the files hold (UINT64_MAX: none seen yet) */
-    int evicted;      /* off is below what the files hold */
-    uint64_t hole;    /* where output resumes after a hole, 0: none met */
+    uint64_t off;   /* asked for */
+    uint64_t pos;   /* the next output byte wanted */
+    uint64_t first; /* first output byte the files hold (UINT64_MAX: none seen yet) */
+    int evicted;    /* off is below what the files hold */
+    uint64_t hole;  /* where output resumes after a hole, 0: none met */
     sg_buf_t *b;
 } out_rd_t;
 

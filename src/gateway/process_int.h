@@ -44,12 +44,12 @@ struct sg_procs {
     sg_tlist_t hb, ping, stall, soft;
     unsigned open;
     int closing;
-    int shutting_down; /* records are not written: a restart re-attaches what was running */
+    int shutting_down;      /* records are not written: a restart re-attaches what was running */
     struct sg_store *store; /* durable process records, or NULL */
-    proc_t *pending; /* started, upstream has not named it yet */
+    proc_t *pending;        /* started, upstream has not named it yet */
     /* Durable logs (process_disk.c): <data>/logs/<sandbox>/<process>/, with a store only. */
     char *logs_root;
-    proc_t *disk_procs;  /* every process that has a log directory */
+    proc_t *disk_procs;   /* every process that has a log directory */
     uv_timer_t retention; /* total-bytes and age retention, every second */
     unsigned disk_ops;    /* writers closing, reads, removals in flight */
     unsigned loading;     /* restored logs being read back */
@@ -89,13 +89,13 @@ struct proc {
     size_t errlen;
     char errctype[128];
     /* Durable log (process_disk.c). */
-    proc_t *dprev, *dnext; /* m->disk_procs while logdir is set */
-    char *logdir;          /* absolute; NULL: in memory only */
-    char *logrel;          /* the same relative to the data directory (segment rows) */
+    proc_t *dprev, *dnext;  /* m->disk_procs while logdir is set */
+    char *logdir;           /* absolute; NULL: in memory only */
+    char *logrel;           /* the same relative to the data directory (segment rows) */
     struct sg_seglog *disk; /* the writer, while the process runs */
     seg_ix_t *segs;         /* oldest first */
     size_t nsegs, segs_cap;
-    uint64_t disk_bytes; /* its segment files, once the writer closed */
+    uint64_t disk_bytes;        /* its segment files, once the writer closed */
     int origin_hold, disk_hold; /* upstream paused for the origin client / the writer */
     int disk_closing;
     int remove_log; /* unlinked: the directory goes once the writer closed */
@@ -110,7 +110,7 @@ struct sub {
     uint64_t sent_cum; /* log cum of the last event given to it */
     uint64_t base_cum; /* log cum when it joined: history it asked for is not lag */
     uint8_t execd, raw, blocked, over_soft;
-    disk_rd_t *rd;      /* a catch-up read from the log files in flight */
+    disk_rd_t *rd;                    /* a catch-up read from the log files in flight */
     uint64_t rd_seq, rd_off, rd_next; /* where the read after next_id == rd_next resumes */
     sg_tentry_t hb;
     sg_tentry_t stall;
@@ -146,7 +146,7 @@ void sg__proc_lost(proc_t *p, const char *why);
 void sg__proc_reattach(proc_t *p);
 
 /* process_disk.c */
-void sg__disk_start(proc_t *p);   /* named: create its log directory and writer */
+void sg__disk_start(proc_t *p); /* named: create its log directory and writer */
 void sg__disk_append(proc_t *p, uint64_t id, const char *type, const char *json, size_t len,
                      sg_plog_kind_t kind, int stream, uint32_t out_len);
 void sg__disk_finished(proc_t *p); /* closes the writer, then writes the record */
