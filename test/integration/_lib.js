@@ -157,14 +157,30 @@ function rssKiB(pid) {
   return m ? Number(m[1]) : 0;
 }
 
+// Local sandboxes outlive their gateway (by design): at the end of a test, pass or fail, stop
+// the gateways and kill every sandbox their data directories still describe.
+function cleanup() {
+  for (const g of gateways) {
+    if (g.child.exitCode === null) g.child.kill('SIGKILL');
+    let ids = [];
+    try { ids = fs.readdirSync(path.join(g.data, 'sandboxes')); } catch (_) { /* none */ }
+    for (const id of ids) {
+      const pid = initPid(g.data, id);
+      if (pid > 1) try { process.kill(pid, 'SIGKILL'); } catch (_) { /* gone */ }
+    }
+  }
+}
+
 async function main(fn) {
   try {
     await fn();
     console.log('PASS');
+    cleanup();
     process.exit(0);
   } catch (e) {
     console.error('FAIL:', e && e.stack ? e.stack : e);
     for (const g of gateways) console.error(`--- gateway :${g.port} log (tail)\n` + g.log.slice(-4000));
+    cleanup();
     process.exit(1);
   }
 }
