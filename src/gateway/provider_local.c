@@ -3,9 +3,11 @@
  * Map (the design is in provider_local.h):
  *   validate_spec()      image, entrypoint, env, volumes, id -> 400 with a code before anything
  *   build_argv()         bwrap's arguments: namespaces, filesystem, env, the sh init (INIT)
- *   local_create()       dirs, cgroups + limits, uv_spawn(bwrap) detached and unref'd
- *   on_info_read()       bwrap's --info-fd JSON -> pid-1 into the cgroups, state.json, then one
- *                        byte on --block-fd lets the sandbox start; the create callback fires
+ *   local_create()       prep_work (pool): dirs, cgroups + limits; then uv_spawn(bwrap) detached
+ *                        and unref'd
+ *   on_info_read()       bwrap's --info-fd JSON -> attach_work (pool): pid-1 into the cgroups,
+ *                        state.json; then one byte on --block-fd lets the sandbox start; the
+ *                        create callback fires (a failure is undone on the pool first)
  *   op_* / on_op_tick()  destroy, pause, resume, check: each loads state.json and polls a
  *                        per-operation timer until the kernel did what was asked (bounded)
  *   state_save/load      state.json (jansson), sg_local_list_on_disk
@@ -314,6 +316,7 @@ int sg_local_list_on_disk(const char *data_dir, sg_local_state_t **out, size_t *
 typedef struct argv_b {
     char **v;
     size_t n, cap;
+    size_t script_ix; /* the init script's entry (build_argv) */
 } argv_b;
 
 static void av_add(argv_b *a, const char *s)
@@ -396,6 +399,14 @@ static void add_image(argv_b *a, const sg_image_t *img)
 
 /* ---------------------------------------------------------------- create */
 
+/* A create runs in three steps, the disk and cgroupfs work of each on the thread pool (the
+ * cgroup.procs write alone can take over 10 ms):
+ *   prep (pool)    the sandbox's directories, its log file, cgroups and limits
+ *   spawn (loop)   uv_spawn(bwrap); bwrap reports the sandbox's pid-1 on --info-fd
+ *   attach (pool)  pid-1 into the cgroups, state.json, the `go` file; then (loop) one byte on
+ *                  --block-fd lets the sandbox start
+ * A failure after prep is undone on the pool too (kill, wait for the cgroups to empty, remove
+ * them and the directory) before the callback. */
 typedef struct create_op {
     local_prov_t *p;
     sg_prov_create_cb cb;
@@ -403,7 +414,14 @@ typedef struct create_op {
     local_child_t *child;
     uv_pipe_t info;  /* bwrap --info-fd (we read) */
     uv_pipe_t block; /* bwrap --block-fd (we write one byte to release it) */
-    int n_open;      /* pipes not yet closed */
+    int n_open;      /* pipes not yet closed + pool requests in flight */
+    uv_work_t work;
+    argv_b argv;
+    sg_sandbox_spec_t lim; /* the spec's id and limits (setup_limits, on the pool) */
+    char ulimits[256];
+    int logfd;
+    int made_dir; /* prep created op->dir: undo removes it */
+    int want_tail; /* the error message wants sandbox.log's tail (read by undo) */
     char buf[4096];
     size_t len;
     int done;
@@ -443,23 +461,49 @@ static void create_finish_free(create_op_t *op)
     prov_maybe_free(p);
 }
 
-static void create_pipe_closed(uv_handle_t *h)
+static void create_release(create_op_t *op)
 {
-    create_op_t *op = h->data;
     if (--op->n_open == 0) create_finish_free(op);
 }
 
-static void kill_half_made(create_op_t *op)
+static void create_pipe_closed(uv_handle_t *h)
 {
-    /* The sandbox still waits on --block-fd, so nothing of the user's ran yet. */
-    if (op->st.init_pid > 0 && sg__proc_start(op->st.init_pid) == op->st.init_start)
-        kill((pid_t)op->st.init_pid, SIGKILL);
-    if (op->child && !op->child->closing) uv_process_kill(&op->child->proc, SIGKILL);
-    sg__cg_kill(&op->st);
+    create_release(h->data);
 }
 
-/* Reports once; on failure undoes what create made (cgroups are removed when empty; the
- * directories are small at this point: nothing ran in them yet). */
+static void read_log_tail(const char *dir, char *out, size_t n);
+
+/* Pool: undo a half-made sandbox. It still waits on --block-fd, so nothing of the user's ran
+ * yet; the kill is asynchronous, and rmdir of a cgroup with dying tasks fails, so wait for the
+ * cgroups to empty (bounded: an empty directory left behind is removed by the next probe or
+ * an operator). The directories are small: nothing ran in them. */
+static void undo_work(uv_work_t *w)
+{
+    create_op_t *op = w->data;
+    if (op->want_tail) {
+        char tail[400];
+        read_log_tail(op->dir, tail, sizeof(tail));
+        set_err(&op->e, 500, "SANDBOX::START_FAILED", "bubblewrap did not start the sandbox: %s",
+                tail[0] ? tail : "no output");
+    }
+    if (op->st.init_pid > 0 && sg__proc_start(op->st.init_pid) == op->st.init_start)
+        kill((pid_t)op->st.init_pid, SIGKILL);
+    sg__cg_kill(&op->st);
+    for (int i = 0; i < 100 && !sg__cg_empty(&op->st); i++)
+        usleep(1000);
+    sg__cg_remove(&op->st);
+    if (op->made_dir) rm_rf(op->dir);
+}
+
+static void undo_after(uv_work_t *w, int status)
+{
+    create_op_t *op = w->data;
+    (void)status;
+    op->cb(op->ud, op->err, &op->e, NULL);
+    create_release(op);
+}
+
+/* Reports once; a failure is undone (undo_work) before the callback. */
 static void create_report(create_op_t *op, int err)
 {
     if (op->done) return;
@@ -470,14 +514,14 @@ static void create_report(create_op_t *op, int err)
     if (!uv_is_closing((uv_handle_t *)&op->block))
         uv_close((uv_handle_t *)&op->block, create_pipe_closed);
     if (err < 0) {
-        kill_half_made(op);
-        /* The kill is asynchronous; rmdir of a cgroup with dying tasks fails and leaves an
-         * empty directory behind, which the next probe or an operator can remove. */
-        for (int i = 0; i < 100 && !sg__cg_empty(&op->st); i++)
-            usleep(1000);
-        sg__cg_remove(&op->st);
-        rm_rf(op->dir);
-        op->cb(op->ud, err, &op->e, NULL);
+        if (op->child && !op->child->closing) uv_process_kill(&op->child->proc, SIGKILL);
+        op->err = err;
+        op->n_open++;
+        op->work.data = op;
+        if (uv_queue_work(op->p->base.loop, &op->work, undo_work, undo_after) < 0) {
+            undo_work(&op->work); /* cannot happen (the loop is alive); stay correct */
+            undo_after(&op->work, 0);
+        }
         return;
     }
     sg_sandbox_handle_t h;
@@ -508,39 +552,25 @@ static void read_log_tail(const char *dir, char *out, size_t n)
         if (*s == '\n') *s = ' ';
 }
 
-static void on_info_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+/* Pool: pid-1 into the cgroups, the state file, the `go` file. */
+static void attach_work(uv_work_t *w)
 {
-    create_op_t *op = s->data;
-    if (op->done) return;
-    if (nread > 0) op->len += (size_t)nread;
-    op->buf[op->len] = 0;
-    json_t *o = op->len ? json_loadb(op->buf, op->len, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
-    json_int_t pid = o ? json_integer_value(json_object_get(o, "child-pid")) : 0;
-    json_decref(o);
-    if (pid <= 0) {
-        if (nread >= 0 && op->len < sizeof(op->buf) - 1) return; /* more to come */
-        char tail[400];
-        read_log_tail(op->dir, tail, sizeof(tail));
-        set_err(&op->e, 500, "SANDBOX::START_FAILED", "bubblewrap did not start the sandbox: %s",
-                tail[0] ? tail : "no output");
-        create_report(op, SG_EPROTO);
-        return;
-    }
-    op->st.init_pid = pid;
-    op->st.init_start = sg__proc_start(pid);
+    create_op_t *op = w->data;
     int r = 0;
+    op->err = 0;
+    op->st.init_start = sg__proc_start(op->st.init_pid);
     if (op->st.bwrap_pid > 0) sg__cg_attach(&op->st, op->st.bwrap_pid); /* may have exited */
-    if ((r = sg__cg_attach(&op->st, pid)) < 0) {
+    if ((r = sg__cg_attach(&op->st, op->st.init_pid)) < 0) {
         set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot put the sandbox into its cgroup: %s",
                 strerror(-r));
-        create_report(op, r);
+        op->err = r;
         return;
     }
     if (op->st.init_start == 0 || (r = state_save(op->dir, &op->st)) < 0) {
         set_err(&op->e, 500, "SANDBOX::START_FAILED", "%s",
                 op->st.init_start == 0 ? "the sandbox exited while starting"
                                        : "cannot write the sandbox's state file");
-        create_report(op, r < 0 ? r : SG_EPROTO);
+        op->err = r < 0 ? r : SG_EPROTO;
         return;
     }
     /* bwrap also proceeds when --block-fd reads EOF, i.e. when the gateway dies right here:
@@ -552,18 +582,55 @@ static void on_info_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         gofd = open(gopath, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (gofd < 0) {
         set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot write %s", gopath);
-        create_report(op, SG_EPROTO);
+        op->err = SG_EPROTO;
         return;
     }
     close(gofd);
-    uv_buf_t go = uv_buf_init("g", 1);
-    if ((r = uv_try_write((uv_stream_t *)&op->block, &go, 1)) != 1) {
-        set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot release the sandbox: %s",
-                uv_strerror(r));
-        create_report(op, r < 0 ? r : SG_EPROTO);
+}
+
+static void attach_after(uv_work_t *w, int status)
+{
+    create_op_t *op = w->data;
+    (void)status;
+    int r = op->err;
+    if (r == 0 && !op->done) {
+        uv_buf_t go = uv_buf_init("g", 1);
+        if ((r = uv_try_write((uv_stream_t *)&op->block, &go, 1)) != 1) {
+            set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot release the sandbox: %s",
+                    uv_strerror(r));
+            r = r < 0 ? r : SG_EPROTO;
+        } else {
+            r = 0;
+        }
+    }
+    create_report(op, r);
+    create_release(op);
+}
+
+static void on_info_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    create_op_t *op = s->data;
+    (void)b;
+    if (op->done) return;
+    if (nread > 0) op->len += (size_t)nread;
+    op->buf[op->len] = 0;
+    json_t *o = op->len ? json_loadb(op->buf, op->len, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    json_int_t pid = o ? json_integer_value(json_object_get(o, "child-pid")) : 0;
+    json_decref(o);
+    if (pid <= 0) {
+        if (nread >= 0 && op->len < sizeof(op->buf) - 1) return; /* more to come */
+        op->want_tail = 1;
+        create_report(op, SG_EPROTO);
         return;
     }
-    create_report(op, 0);
+    uv_read_stop(s);
+    op->st.init_pid = pid;
+    op->n_open++;
+    op->work.data = op;
+    if (uv_queue_work(op->p->base.loop, &op->work, attach_work, attach_after) < 0) {
+        attach_work(&op->work);
+        attach_after(&op->work, 0);
+    }
 }
 
 static int validate_spec(local_prov_t *p, const sg_sandbox_spec_t *spec, const sg_image_t **img,
@@ -746,8 +813,17 @@ fail_write:
     return r;
 }
 
+/* The init script with the rlimit lines setup_limits chose (known only after it ran). */
+static void set_script(argv_b *a, const char *ulimits)
+{
+    size_t n = sizeof(INIT) + strlen(ulimits);
+    free(a->v[a->script_ix]);
+    a->v[a->script_ix] = sg_xmalloc(n);
+    snprintf(a->v[a->script_ix], n, INIT, ulimits);
+}
+
 static void build_argv(local_prov_t *p, const sg_sandbox_spec_t *spec, const sg_image_t *img,
-                       const char *dir, const char *ulimits, const char *token, argv_b *a)
+                       const char *dir, const char *token, argv_b *a)
 {
     char buf[PATH_MAX + 64];
     av_add(a, p->bwrap);
@@ -787,11 +863,8 @@ static void build_argv(local_prov_t *p, const sg_sandbox_spec_t *spec, const sg_
     av_add3(a, "--info-fd", "3", NULL);
     av_add3(a, "--block-fd", "4", NULL);
     av_add3(a, "/bin/sh", "-c", NULL);
-    size_t n = sizeof(INIT) + strlen(ulimits);
-    char *script = sg_xmalloc(n);
-    snprintf(script, n, INIT, ulimits);
-    av_add(a, script);
-    free(script);
+    a->script_ix = a->n;
+    av_add(a, ""); /* the init script: set_script() */
     av_add(a, "sg-init");
     av_add(a, token);
     for (size_t i = 0; i < spec->n_entrypoint; i++)
@@ -809,54 +882,57 @@ static void random_hex(char *out, size_t nbytes)
         sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_prov_create_cb cb,
-                        void *ud)
+/* Pool: the sandbox's directories, log file, cgroups and limits; undone here on failure. */
+static void prep_work(uv_work_t *w)
 {
-    local_prov_t *p = (local_prov_t *)base;
-    if (p->closing) return SG_ECLOSED;
-    create_op_t *op = sg_xcalloc(1, sizeof(*op));
-    op->p = p;
-    op->cb = cb;
-    op->ud = ud;
-    p->n_ops++;
-    const sg_image_t *img = NULL;
-    int r = validate_spec(p, spec, &img, &op->e);
-    char ulimits[256];
-    argv_b a = {0};
-    int logfd = -1;
-    if (r < 0) goto fail_early;
-    sb_dir(p, spec->id, op->dir, sizeof(op->dir));
+    create_op_t *op = w->data;
+    op->err = 0;
+    op->logfd = -1;
     if (mkdir(op->dir, 0700) != 0) {
-        r = -errno;
+        op->err = -errno;
         if (errno == EEXIST)
             set_err(&op->e, 409, "SANDBOX::ALREADY_EXISTS",
-                    "sandbox %s already exists on this host", spec->id);
+                    "sandbox %s already exists on this host", op->st.id);
         else
             set_err(&op->e, 500, "SANDBOX::START_FAILED", "mkdir %s: %s", op->dir, strerror(errno));
-        op->dir[0] = 0; /* not ours to remove */
-        goto fail_early;
+        return; /* not ours to remove */
     }
+    op->made_dir = 1;
     char sub[PATH_MAX + 32];
     snprintf(sub, sizeof(sub), "%s/workspace", op->dir);
     int ok = mkdir(sub, 0755) == 0;
     snprintf(sub, sizeof(sub), "%s/run", op->dir);
     ok = ok && mkdir(sub, 0700) == 0;
     snprintf(sub, sizeof(sub), "%s/sandbox.log", op->dir);
-    logfd = ok ? open(sub, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
-    if (logfd < 0) {
-        r = -errno;
+    op->logfd = ok ? open(sub, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+    if (op->logfd < 0) {
+        op->err = -errno;
         set_err(&op->e, 500, "SANDBOX::START_FAILED", "cannot prepare %s: %s", op->dir,
                 strerror(errno));
-        goto fail_early;
+    } else {
+        op->err = setup_limits(op->p, &op->lim, &op->st, op->ulimits, sizeof(op->ulimits), &op->e);
     }
-    snprintf(op->st.id, sizeof(op->st.id), "%s", spec->id);
-    if (snprintf(op->st.execd, sizeof(op->st.execd), "unix:%s/run/execd.sock", op->dir) >=
-        (int)sizeof(op->st.execd))
-        op->st.execd[0] = 0; /* cannot happen: validate_spec bounded the socket path */
-    random_hex(op->st.access_token, 16);
-    if ((r = setup_limits(p, spec, &op->st, ulimits, sizeof(ulimits), &op->e)) < 0) goto fail_early;
-    build_argv(p, spec, img, op->dir, ulimits, op->st.access_token, &a);
+    if (op->err < 0) {
+        if (op->logfd >= 0) close(op->logfd);
+        op->logfd = -1;
+        sg__cg_remove(&op->st);
+        rm_rf(op->dir);
+    }
+}
 
+static void prep_after(uv_work_t *w, int status)
+{
+    create_op_t *op = w->data;
+    local_prov_t *p = op->p;
+    (void)status;
+    int r = op->err;
+    if (r < 0) {
+        av_free(&op->argv);
+        op->cb(op->ud, r, &op->e, NULL);
+        create_finish_free(op);
+        return;
+    }
+    set_script(&op->argv, op->ulimits);
     uv_pipe_init(p->base.loop, &op->info, 0);
     uv_pipe_init(p->base.loop, &op->block, 0);
     op->info.data = op->block.data = op;
@@ -867,33 +943,29 @@ static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_p
     uv_stdio_container_t io[5];
     io[0].flags = UV_IGNORE;
     io[1].flags = io[2].flags = UV_INHERIT_FD;
-    io[1].data.fd = io[2].data.fd = logfd;
+    io[1].data.fd = io[2].data.fd = op->logfd;
     io[3].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     io[3].data.stream = (uv_stream_t *)&op->info;
     io[4].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
     io[4].data.stream = (uv_stream_t *)&op->block;
     uv_process_options_t po;
     memset(&po, 0, sizeof(po));
-    po.file = a.v[0];
-    po.args = a.v;
+    po.file = op->argv.v[0];
+    po.args = op->argv.v;
     po.exit_cb = child_on_exit;
     po.flags = UV_PROCESS_DETACHED; /* own session: a signal to the gateway's group misses it */
     po.stdio = io;
     po.stdio_count = 5;
-    r = uv_spawn(p->base.loop, &c->proc, &po);
-    close(logfd);
-    av_free(&a);
+    r = p->closing ? SG_ECLOSED : uv_spawn(p->base.loop, &c->proc, &po);
+    close(op->logfd);
+    op->logfd = -1;
+    av_free(&op->argv);
     if (r < 0) {
         set_err(&op->e, 503, "SANDBOX::START_FAILED", "cannot run %s: %s (see `sandgate doctor`)",
                 p->bwrap, uv_strerror(r));
         free(c);
-        op->done = 1;
-        uv_close((uv_handle_t *)&op->info, create_pipe_closed);
-        uv_close((uv_handle_t *)&op->block, create_pipe_closed);
-        sg__cg_remove(&op->st);
-        rm_rf(op->dir);
-        local_defer_create_err(p, cb, ud, r, &op->e);
-        return 0;
+        create_report(op, r);
+        return;
     }
     uv_unref((uv_handle_t *)&c->proc); /* sandboxes never keep the gateway's loop alive */
     c->next = p->children;
@@ -904,21 +976,49 @@ static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_p
     op->st.bwrap_pid = c->proc.pid;
     op->st.bwrap_start = sg__proc_start(c->proc.pid);
     uv_read_start((uv_stream_t *)&op->info, on_info_alloc, on_info_read);
-    return 0;
+}
 
-fail_early:
-    if (logfd >= 0) close(logfd);
-    if (op->dir[0]) {
-        sg__cg_remove(&op->st);
-        rm_rf(op->dir);
-    }
-    /* Validation errors are reported through the callback like every other outcome, but
-     * never from inside create(): the caller may not be ready for re-entry. */
-    {
+static int local_create(sg_provider_t *base, const sg_sandbox_spec_t *spec, sg_prov_create_cb cb,
+                        void *ud)
+{
+    local_prov_t *p = (local_prov_t *)base;
+    if (p->closing) return SG_ECLOSED;
+    create_op_t *op = sg_xcalloc(1, sizeof(*op));
+    op->p = p;
+    op->cb = cb;
+    op->ud = ud;
+    op->logfd = -1;
+    p->n_ops++;
+    const sg_image_t *img = NULL;
+    int r = validate_spec(p, spec, &img, &op->e);
+    if (r < 0) {
+        /* Reported through the callback like every other outcome, but never from inside
+         * create(): the caller may not be ready for re-entry. */
         sg_prov_err_t e = op->e;
         free(op);
         p->n_ops--;
         local_defer_create_err(p, cb, ud, r, &e);
+        return 0;
+    }
+    sb_dir(p, spec->id, op->dir, sizeof(op->dir));
+    snprintf(op->st.id, sizeof(op->st.id), "%s", spec->id);
+    if (snprintf(op->st.execd, sizeof(op->st.execd), "unix:%s/run/execd.sock", op->dir) >=
+        (int)sizeof(op->st.execd))
+        op->st.execd[0] = 0; /* cannot happen: validate_spec bounded the socket path */
+    random_hex(op->st.access_token, 16);
+    build_argv(p, spec, img, op->dir, op->st.access_token, &op->argv);
+    /* What setup_limits reads on the pool: the id and the limits, nothing the caller owns. */
+    memset(&op->lim, 0, sizeof(op->lim));
+    op->lim.id = op->st.id;
+    op->lim.cpu_millis = spec->cpu_millis;
+    op->lim.memory_bytes = spec->memory_bytes;
+    op->lim.pids = spec->pids;
+    op->work.data = op;
+    if ((r = uv_queue_work(p->base.loop, &op->work, prep_work, prep_after)) < 0) {
+        av_free(&op->argv);
+        free(op);
+        p->n_ops--;
+        return r;
     }
     return 0;
 }
