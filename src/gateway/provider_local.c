@@ -8,8 +8,9 @@
  *   on_info_read()       bwrap's --info-fd JSON -> attach_work (pool): pid-1 into the cgroups,
  *                        state.json; then one byte on --block-fd lets the sandbox start; the
  *                        create callback fires (a failure is undone on the pool first)
- *   op_* / on_op_tick()  destroy, pause, resume, check: each loads state.json and polls a
- *                        per-operation timer until the kernel did what was asked (bounded)
+ *   op_* / on_op_tick()  destroy, pause, resume, check: steps on the thread pool (load
+ *                        state.json, act, check), one per timer tick, until the kernel did what
+ *                        was asked (bounded)
  *   state_save/load      state.json (jansson), sg_local_list_on_disk
  *   local_close()        waits for operations in flight, closes the process handles (kills
  *                        nothing), frees. */
@@ -1043,7 +1044,9 @@ typedef struct local_op {
     sg_prov_create_cb create;
     void *ud;
     int alive;
-    int phase; /* destroy: 0 killing, 1 removing files */
+    int started; /* the first step ran (state loaded, the kind's first action taken) */
+    int step;    /* what the last step said: STEP_AGAIN or STEP_DONE */
+    char id[128];
 } local_op_t;
 
 static void op_on_close(uv_handle_t *h)
@@ -1067,24 +1070,56 @@ static void op_finish(local_op_t *op, int err)
     uv_close((uv_handle_t *)&op->timer, op_on_close);
 }
 
-static void rm_work(uv_work_t *w)
+/* Every step of an operation touches state.json and cgroupfs (a cgroup write or rmdir can take
+ * milliseconds), so each runs on the thread pool: the timer fires, op_work does the step,
+ * op_after finishes the operation or arms the timer for the next step. */
+enum { STEP_AGAIN = 0, STEP_DONE };
+
+static int op_start_step(local_op_t *op)
 {
-    local_op_t *op = w->data;
-    rm_rf(op->dir);
+    if (op->id[0]) {
+        if (id_ok(op->id)) sb_dir(op->p, op->id, op->dir, sizeof(op->dir));
+        op->have_state = id_ok(op->id) && sg_local_state_load(op->p->data_dir, op->id, &op->st) == 0;
+    }
+    if (op->kind == OP_DESTROY) {
+        if (op->have_state) {
+            /* A frozen v1 cgroup holds SIGKILLed tasks until thawed. */
+            if (strcmp(op->st.freeze, "signals") != 0)
+                sg__cg_freeze(&op->st, 0);
+            else
+                sg__ns_signal(&op->st, SIGCONT);
+            if (sg_local_state_alive(&op->st)) kill((pid_t)op->st.init_pid, SIGKILL);
+            if (op->st.bwrap_pid > 0 && op->st.bwrap_start &&
+                sg__proc_start(op->st.bwrap_pid) == op->st.bwrap_start)
+                kill((pid_t)op->st.bwrap_pid, SIGKILL);
+            sg__cg_kill(&op->st);
+        }
+    } else if (op->kind == OP_PAUSE || op->kind == OP_RESUME) {
+        if (!op->have_state || !sg_local_state_alive(&op->st)) {
+            set_err(&op->e, 404, "SANDBOX::NOT_FOUND", "%s",
+                    op->have_state ? "the sandbox's processes are gone"
+                                   : "no such sandbox on this host");
+            op->err = SG_ENOTFOUND;
+            return STEP_DONE;
+        }
+        if (strcmp(op->st.freeze, "signals") != 0) {
+            int r = sg__cg_freeze(&op->st, op->kind == OP_PAUSE);
+            if (r < 0) {
+                set_err(&op->e, 500, "SANDBOX::PAUSE_FAILED", "cgroup freezer: %s", strerror(-r));
+                op->err = r;
+                return STEP_DONE;
+            }
+        }
+    }
+    return STEP_AGAIN;
 }
 
-static void rm_after(uv_work_t *w, int status)
+/* Pool: one step; op->err is the outcome once it says STEP_DONE. */
+static int op_step(local_op_t *op)
 {
-    local_op_t *op = w->data;
-    op_finish(op, 0);
-}
-
-static void on_op_tick(uv_timer_t *t)
-{
-    local_op_t *op = t->data;
-    if (op->err < 0) { /* failed before the first tick, or a deferred create error */
-        op_finish(op, op->err);
-        return;
+    if (!op->started) {
+        op->started = 1;
+        if (op_start_step(op) == STEP_DONE) return STEP_DONE;
     }
     if (op->kind == OP_CHECK) {
         op->alive = op->have_state && sg_local_state_alive(&op->st);
@@ -1092,39 +1127,30 @@ static void on_op_tick(uv_timer_t *t)
             set_err(&op->e, 404, "SANDBOX::NOT_FOUND", "%s",
                     op->have_state ? "the sandbox's processes are gone"
                                    : "no such sandbox on this host");
-        op_finish(op, 0);
-        return;
+        return STEP_DONE;
     }
     if (op->kind == OP_PAUSE || op->kind == OP_RESUME) {
         int on = op->kind == OP_PAUSE;
         if (strcmp(op->st.freeze, "signals") == 0) {
             sg__ns_signal(&op->st, on ? SIGSTOP : SIGCONT);
-            op_finish(op, 0);
-            return;
+            return STEP_DONE;
         }
-        if (sg__cg_frozen(&op->st, on)) {
-            op_finish(op, 0);
-            return;
-        }
+        if (sg__cg_frozen(&op->st, on)) return STEP_DONE;
         if (++op->ticks > OP_MAX_TICKS) {
             set_err(&op->e, 500, "SANDBOX::PAUSE_FAILED", "the cgroup freezer did not reach %s",
                     on ? "frozen" : "thawed");
-            op_finish(op, SG_ETIMEDOUT);
+            op->err = SG_ETIMEDOUT;
+            return STEP_DONE;
         }
-        return;
+        return STEP_AGAIN;
     }
-    /* destroy: keep killing until the init is gone and the cgroups are empty. */
-    if (op->phase == 1) return;
+    /* destroy: keep killing until the init is gone and the cgroups are empty, then remove. */
     int init_alive = sg_local_state_alive(&op->st);
     int empty = sg__cg_empty(&op->st);
     if (!init_alive && empty) {
         sg__cg_remove(&op->st);
-        op->phase = 1;
-        uv_timer_stop(&op->timer);
-        op->work.data = op;
-        if (uv_queue_work(op->p->base.loop, &op->work, rm_work, rm_after) < 0)
-            rm_after(&op->work, 0);
-        return;
+        if (op->dir[0]) rm_rf(op->dir);
+        return STEP_DONE;
     }
     if (init_alive) kill((pid_t)op->st.init_pid, SIGKILL);
     sg__cg_kill(&op->st);
@@ -1132,7 +1158,41 @@ static void on_op_tick(uv_timer_t *t)
         set_err(&op->e, 500, "SANDBOX::DESTROY_FAILED",
                 "processes of the sandbox did not exit (init %s, cgroups %s)",
                 init_alive ? "alive" : "gone", empty ? "empty" : "not empty");
-        op_finish(op, SG_ETIMEDOUT);
+        op->err = SG_ETIMEDOUT;
+        return STEP_DONE;
+    }
+    return STEP_AGAIN;
+}
+
+static void op_work(uv_work_t *w)
+{
+    local_op_t *op = w->data;
+    op->step = op_step(op);
+}
+
+static void on_op_tick(uv_timer_t *t);
+
+static void op_after(uv_work_t *w, int status)
+{
+    local_op_t *op = w->data;
+    (void)status;
+    if (op->step == STEP_DONE)
+        op_finish(op, op->err);
+    else
+        uv_timer_start(&op->timer, on_op_tick, OP_TICK_MS, 0);
+}
+
+static void on_op_tick(uv_timer_t *t)
+{
+    local_op_t *op = t->data;
+    if (op->kind == OP_CREATE_ERR) {
+        op_finish(op, op->err);
+        return;
+    }
+    op->work.data = op;
+    if (uv_queue_work(op->p->base.loop, &op->work, op_work, op_after) < 0) {
+        op_work(&op->work); /* cannot happen (the loop is alive); stay correct */
+        op_after(&op->work, 0);
     }
 }
 
@@ -1145,10 +1205,8 @@ static local_op_t *op_new(local_prov_t *p, int kind, const char *id, void *ud)
     uv_timer_init(p->base.loop, &op->timer);
     op->timer.data = op;
     p->n_ops++;
-    if (id) {
-        if (id_ok(id)) sb_dir(p, id, op->dir, sizeof(op->dir));
-        op->have_state = id_ok(id) && sg_local_state_load(p->data_dir, id, &op->st) == 0;
-    }
+    if (id) snprintf(op->id, sizeof(op->id), "%s", id);
+    uv_timer_start(&op->timer, on_op_tick, 0, 0);
     return op;
 }
 
@@ -1159,7 +1217,6 @@ static void local_defer_create_err(local_prov_t *p, sg_prov_create_cb cb, void *
     op->create = cb;
     op->err = err < 0 ? err : SG_EINVAL;
     op->e = *e;
-    uv_timer_start(&op->timer, on_op_tick, 0, 0);
 }
 
 static int local_destroy(sg_provider_t *base, const sg_sandbox_handle_t *h, sg_prov_done_cb cb,
@@ -1169,56 +1226,24 @@ static int local_destroy(sg_provider_t *base, const sg_sandbox_handle_t *h, sg_p
     if (p->closing) return SG_ECLOSED;
     local_op_t *op = op_new(p, OP_DESTROY, h->provider_id, ud);
     op->done = cb;
-    if (op->have_state) {
-        /* A frozen v1 cgroup holds SIGKILLed tasks until thawed. */
-        if (strcmp(op->st.freeze, "signals") != 0)
-            sg__cg_freeze(&op->st, 0);
-        else
-            sg__ns_signal(&op->st, SIGCONT);
-        if (sg_local_state_alive(&op->st)) kill((pid_t)op->st.init_pid, SIGKILL);
-        if (op->st.bwrap_pid > 0 && op->st.bwrap_start &&
-            sg__proc_start(op->st.bwrap_pid) == op->st.bwrap_start)
-            kill((pid_t)op->st.bwrap_pid, SIGKILL);
-        sg__cg_kill(&op->st);
-    }
-    uv_timer_start(&op->timer, on_op_tick, 0, OP_TICK_MS);
-    return 0;
-}
-
-static int freeze_start(local_prov_t *p, int kind, const sg_sandbox_handle_t *h, sg_prov_done_cb cb,
-                        void *ud)
-{
-    if (p->closing) return SG_ECLOSED;
-    local_op_t *op = op_new(p, kind, h->provider_id, ud);
-    op->done = cb;
-    if (!op->have_state || !sg_local_state_alive(&op->st)) {
-        set_err(&op->e, 404, "SANDBOX::NOT_FOUND", "%s",
-                op->have_state ? "the sandbox's processes are gone"
-                               : "no such sandbox on this host");
-        op->err = SG_ENOTFOUND;
-        uv_timer_start(&op->timer, on_op_tick, 0, 0);
-        return 0;
-    }
-    if (strcmp(op->st.freeze, "signals") != 0) {
-        int r = sg__cg_freeze(&op->st, kind == OP_PAUSE);
-        if (r < 0) {
-            set_err(&op->e, 500, "SANDBOX::PAUSE_FAILED", "cgroup freezer: %s", strerror(-r));
-            op->err = r;
-        }
-    }
-    uv_timer_start(&op->timer, on_op_tick, 0, OP_TICK_MS);
     return 0;
 }
 
 static int local_pause(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_done_cb cb, void *ud)
 {
-    return freeze_start((local_prov_t *)b, OP_PAUSE, h, cb, ud);
+    local_prov_t *p = (local_prov_t *)b;
+    if (p->closing) return SG_ECLOSED;
+    op_new(p, OP_PAUSE, h->provider_id, ud)->done = cb;
+    return 0;
 }
 
 static int local_resume(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_done_cb cb,
                         void *ud)
 {
-    return freeze_start((local_prov_t *)b, OP_RESUME, h, cb, ud);
+    local_prov_t *p = (local_prov_t *)b;
+    if (p->closing) return SG_ECLOSED;
+    op_new(p, OP_RESUME, h->provider_id, ud)->done = cb;
+    return 0;
 }
 
 static int local_check(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_check_cb cb,
@@ -1226,13 +1251,9 @@ static int local_check(sg_provider_t *b, const sg_sandbox_handle_t *h, sg_prov_c
 {
     local_prov_t *p = (local_prov_t *)b;
     if (p->closing) return SG_ECLOSED;
-    local_op_t *op = op_new(p, OP_CHECK, h->provider_id, ud);
-    op->check = cb;
-    uv_timer_start(&op->timer, on_op_tick, 0, 0);
+    op_new(p, OP_CHECK, h->provider_id, ud)->check = cb;
     return 0;
 }
-
-/* ---------------------------------------------------------------- lifecycle */
 
 static void prov_maybe_free(local_prov_t *p)
 {
