@@ -2,8 +2,9 @@
  *
  * Map
  *   sg_seglog_t        the writer of one process's log directory (loop thread API). Appends are
- *                      encoded into a pending buffer and written in batches by uv_fs_write on
- *                      libuv's thread pool, one request in flight per log; every other disk
+ *                      copied into a pending buffer and written in batches on libuv's thread
+ *                      pool (the work item computes the batch's CRCs, then writes), one
+ *                      request in flight per log; every other disk
  *                      step (mkdir -p, recovery, creating / sealing a segment) runs as one
  *                      uv_queue_work item. Nothing touches the disk on the loop thread.
  *   sg_seglog_read     reads a directory's segments in order (uv_fs_read, 256 KiB chunks) and
@@ -105,7 +106,7 @@ typedef struct sg_seglog_config {
 typedef struct sg_seglog_stats {
     uint64_t appends;          /* events accepted */
     uint64_t dropped;          /* events refused past twice max_pending */
-    uint64_t writes;           /* uv_fs_write requests completed */
+    uint64_t writes;           /* batch writes completed */
     uint64_t bytes_written;    /* record bytes written */
     uint64_t syncs;            /* fdatasync requests for sg_seglog_sync */
     uint64_t segments_created; /* by this writer */
