@@ -10,7 +10,16 @@
 #                       execd) to CPUS; commands started later inherit execd's affinity.
 #   gw_stop             deletes the sandboxes it created, stops the gateway, kills any sandbox
 #                       init left behind (so nothing outlives the bench).
+#   gw_save NAME        puts the current gateway aside under NAME (the globals are cleared, so
+#                       gw_start can start another one); gw_use NAME makes it current again.
+#                       relay.sh keeps a durable and an in-memory gateway side by side this way.
+#   gw_metric NAME      one sample of the current gateway's /metrics (empty if absent).
+#   gw_disk_json        {"durable_files": ..., "logs_du_bytes": ..., "log_disk_bytes": ...,
+#                       "segments_deleted": ..., "write_errors": ..., "bytes_in": ...}: what the
+#                       current gateway holds on disk now (du of <data>/logs and the store files)
+#                       and its log counters, for the results (proof the durable run wrote its log).
 GW_PID= GW_URL= GW_DIR= GW_SANDBOXES=()
+declare -gA _GW_SAVED=()
 
 gw_start() {
   GW_DIR=$1; shift
@@ -68,4 +77,31 @@ gw_stop() {
     [ -n "$ipid" ] && kill -9 "$ipid" 2>/dev/null || true
   done
   GW_SANDBOXES=()
+}
+
+gw_save() {
+  _GW_SAVED[$1]="$GW_PID|$GW_URL|$GW_DIR|${GW_SANDBOXES[*]}"
+  GW_PID= GW_URL= GW_DIR= GW_SANDBOXES=()
+}
+
+gw_use() {
+  local sbs
+  IFS='|' read -r GW_PID GW_URL GW_DIR sbs <<<"${_GW_SAVED[$1]}"
+  read -ra GW_SANDBOXES <<<"$sbs"
+}
+
+gw_metric() {
+  { curl -s -m 5 "$GW_URL/metrics" || true; } | awk -v n="$1" '$1 == n { print $2; exit }'
+}
+
+gw_disk_json() {
+  local m du files
+  m=$(curl -s -m 5 "$GW_URL/metrics") || true
+  du=$(du -sb "$GW_DIR/data/logs" 2>/dev/null | cut -f1) || true
+  files=$(cd "$GW_DIR/data" 2>/dev/null && ls -d sandgate.db* logs 2>/dev/null | tr '\n' ' ') || true
+  M="$m" node -e '
+    const m = {}; for (const l of process.env.M.split("\n")) { const [k, v] = l.split(" "); if (k && !k.startsWith("#")) m[k] = +v; }
+    console.log(JSON.stringify({ durable_files: process.argv[1].trim(), logs_du_bytes: process.argv[2] === "" ? null : +process.argv[2],
+      log_disk_bytes: m.sandgate_log_disk_bytes ?? null, segments_deleted: m.sandgate_log_segments_deleted_total ?? null,
+      write_errors: m.sandgate_log_write_errors_total ?? null, bytes_in: m.sandgate_stream_bytes_in_total ?? null }))' "$files" "${du:-}"
 }

@@ -12,7 +12,12 @@
 #             read-only host volume, /bench); its process id is the `init` event's text; the
 #             subscribers GET /v1/sandboxes/{id}/processes/{pid}/stream and read the stamped
 #             events inside stdout events (fanout --pub-url none --clock realtime). The stamp
-#             waits for fanout's --ready-file, so it starts once every subscriber is in.
+#             waits for fanout's --ready-file, so it starts once every subscriber is in. The
+#             gateway is durable (the default: SQLite store, and every event of the process is
+#             also appended to segment files under <data>/logs).
+#   sandgate-mem  the same with `sandgate serve --durable off` (nothing on disk): the fanout
+#             scenario only (not size, generators, slow, idle), so the cost of durability
+#             shows side by side, alternating with the durable gateway and Nchan.
 # Same event body and size (--size, default 128 B) and the same open-loop schedule for both;
 # latency is publish-to-receive per delivery (stamp: written to the pipe -> received; Nchan:
 # POST written -> received), so sandgate's figure also carries the pipe, the sandbox's execd
@@ -20,7 +25,8 @@
 #
 # Scenarios, per round (rounds interleave everything so drift hits both servers alike):
 #   fanout  for N in --subscribers (1000 10000) and R in --rates (100 1000 5000 events/s):
-#           events = min(R * duration, deliveries cap / N) (bounded runs), both servers
+#           events = min(R * duration, deliveries cap / N) (bounded runs), every server of
+#           --servers (default "nchan sandgate sandgate-mem")
 #   size    throughput vs payload size: --size-config (1000x1000) with --sizes (128 1024
 #           8192 B; quick: 1024), events capped so one run moves at most 2 GB of bodies; keys
 #           fanout-N-R-sS; the stamp writes events of the run's size
@@ -38,14 +44,20 @@
 # (both generators of a two-generator run share it), with the publisher (the bench itself for
 # Nchan; the sandbox's stamp and execd for sandgate).
 # Server CPU and RSS are nginx master + worker, or the gateway process alone (its sandbox is
-# the publisher, --no-server-descendants).
+# the publisher, --no-server-descendants). After every gateway run the document records what
+# the gateway holds on disk (gateway_disk: du of <data>/logs, the store files, and
+# sandgate_log_disk_bytes and the log counters from /metrics): proof that the durable run wrote
+# its log and the in-memory one wrote nothing. Rounds reverse the server order every other
+# round, so sandgate and sandgate-mem take turns going first.
 #
 #   bench/fanout-sandgate.sh [--quick] [--rounds N] [--subscribers "1000 10000"]
 #                            [--rates "100 1000 5000"] [--duration-ms MS] [--servers LIST]
+#                            (LIST: any of nchan sandgate sandgate-mem)
 #                            [--generators 1|2] [--generator-check "NxR ..."] [--no-slow]
 #                            [--no-idle] [--sizes "128 1024 8192"] [--size-config NxR] [--out FILE]
 # Writes bench/results/fanout-sandgate.json: every run's sandgate-bench document and medians
-# per server and configuration. Uses $SG_BIN_DIR (default build-rel). Loopback only; every
+# per server and configuration. Uses $SG_BIN_DIR (default build-rel); the results
+# name $SG_BIN_COMMIT as the commit (the binaries' source when they are a snapshot), else git HEAD. Loopback only; every
 # run is bounded (connect 60 s, drain 90 s, the stamp's start wait 120 s, timeout 300 per
 # bench process); all servers and sandboxes are stopped on exit.
 set -euo pipefail
@@ -54,7 +66,7 @@ bin=${SG_BIN_DIR:-$root/build-rel}
 rounds=3 dur_ms=2000 max_deliv=3000000 size=128 no_slow=
 subs_list="1000 10000" rates="100 1000 5000" idle_list="1000 10000" slow_subs=1000 slow_rate=1000 hold=2s
 size_cfg=1000x1000 sizes="128 1024 8192" max_bytes=2000000000
-servers="nchan sandgate" generators=1 gen_check="1000x1000 10000x100"
+servers="nchan sandgate sandgate-mem" generators=1 gen_check="1000x1000 10000x100"
 out=$root/bench/results/fanout-sandgate.json
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -71,7 +83,7 @@ while [ $# -gt 0 ]; do
     --duration-ms) dur_ms=$2; shift ;;
     --servers) servers=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate\"] [--generators 1|2] [--generator-check \"NxR ...\"] [--no-slow] [--no-idle] [--sizes LIST] [--size-config NxR] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--rounds N] [--subscribers LIST] [--rates LIST] [--duration-ms MS] [--servers \"nchan sandgate sandgate-mem\"] [--generators 1|2] [--generator-check \"NxR ...\"] [--no-slow] [--no-idle] [--sizes LIST] [--size-config NxR] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -116,9 +128,9 @@ start_nginx() {
 stop_nginx() { kill "$ngpid" 2>/dev/null || true; wait "$ngpid" 2>/dev/null || true; ngpid=; }
 
 SB_BODY='{"image":{"uri":"ubuntu:22.04"},"entrypoint":["sleep","infinity"],"timeout":3600,"resourceLimits":{"cpu":"1","memory":"2Gi"},"volumes":[{"name":"bench","host":{"path":"'"$vol"'"},"mountPath":"/bench","readOnly":true}]}'
-start_sandgate() {
+start_sandgate() { # [on|off]: --durable
   rm -rf "$tmp/gw"
-  GW_FLAGS="--allow-host-volumes $vol --max-connections $((nofile - 64))" gw_start "$tmp/gw" "${pin0[@]}"
+  GW_FLAGS="--durable ${1:-on} --allow-host-volumes $vol --max-connections $((nofile - 64))" gw_start "$tmp/gw" "${pin0[@]}"
   SID=$(gw_sandbox "$SB_BODY")
   gw_pin_sandbox 1
 }
@@ -144,23 +156,29 @@ run() { # server name scenario subscribers events rate [extra bench args...]
       echo "   (run not ok)" >&2
     stop_nginx
   else
-    start_sandgate
-    local pid sev=$ev ssize=$size a prev=
+    local mode=on; [ "$server" = sandgate-mem ] && mode=off
+    start_sandgate $mode
+    # the stamp's start file is per server and run: sandgate and sandgate-mem run the same
+    # configurations, and a file left by one would start the other's stamp before its subscribers
+    local pid sev=$ev ssize=$size a prev= rn=$server-$name
     [ "$scen" = idle ] && sev=1
     # the stamp writes the events, so it takes the run's event size (a later --size wins, as
     # in the bench's flags: slow and the size sweep pass their own)
     for a in "$@"; do [ "$prev" = --size ] && ssize=$a; prev=$a; done
-    pid=$(start_stamp "$name" --events "$sev" --rate "$rate" --size "$ssize") ||
+    pid=$(start_stamp "$rn" --events "$sev" --rate "$rate" --size "$ssize") ||
       { echo "   (stamp did not start)" >&2; gw_stop; return 0; }
     timeout 300 "${pin1[@]}" "$bin/sandgate-bench" "$scen" --sub-url "$GW_URL/v1/sandboxes/$SID/processes/$pid/stream" \
-      --pub-url none --clock realtime --ready-file "$vol/ready-$name" \
+      --pub-url none --clock realtime --ready-file "$vol/ready-$rn" \
       --subscribers "$n" --events "$ev" --rate "$rate" "${bench_common[@]}" "$@" \
       --server-pid "$GW_PID" --no-server-descendants --quiet --out "$f" || echo "   (run not ok)" >&2
-    [ -f "$vol/ready-$name" ] || touch "$vol/ready-$name" # release a stamp still waiting
-    # the process as the gateway saw it, for the record
+    [ -f "$vol/ready-$rn" ] || touch "$vol/ready-$rn" # release a stamp still waiting
+    # the process as the gateway saw it, and what the gateway holds on disk, for the record
+    # (sandgate_log_disk_bytes is refreshed every second)
     if [ -f "$f" ]; then
       curl -s -m 5 "$GW_URL/v1/sandboxes/$SID/processes/$pid" >"$tmp/proc.json" || true
-      node -e 'const fs=require("fs");const [f,p]=process.argv.slice(1);const d=JSON.parse(fs.readFileSync(f));try{d.gateway_process=JSON.parse(fs.readFileSync(p,"utf8"))}catch{d.gateway_process=null}fs.writeFileSync(f,JSON.stringify(d,null,2)+"\n")' "$f" "$tmp/proc.json"
+      sleep 1.1; gw_disk_json >"$tmp/disk.json" || echo '{}' >"$tmp/disk.json"
+      echo "   --durable $mode, disk: $(cat "$tmp/disk.json")" >&2
+      node -e 'const fs=require("fs");const [f,p,k,mode]=process.argv.slice(1);const d=JSON.parse(fs.readFileSync(f));try{d.gateway_process=JSON.parse(fs.readFileSync(p,"utf8"))}catch{d.gateway_process=null}try{d.gateway_disk={durable:mode,...JSON.parse(fs.readFileSync(k,"utf8"))}}catch{d.gateway_disk=null}fs.writeFileSync(f,JSON.stringify(d,null,2)+"\n")' "$f" "$tmp/proc.json" "$tmp/disk.json" "$mode"
     fi
     gw_stop
   fi
@@ -194,23 +212,24 @@ run2() {
   else
     start_sandgate
     local pid
-    pid=$(start_stamp "$name" --events "$ev" --rate "$rate" --size "$size") ||
+    local rn=$server-$name # the stamp's start files, per server as in run
+    pid=$(start_stamp "$rn" --events "$ev" --rate "$rate" --size "$size") ||
       { echo "   (stamp did not start)" >&2; gw_stop; return 0; }
     local url="$GW_URL/v1/sandboxes/$SID/processes/$pid/stream" gen=()
     for i in 1 2; do
       local ni=$n1; [ $i = 2 ] && ni=$n2
       timeout 300 "${pin1[@]}" "$bin/sandgate-bench" fanout --sub-url "$url" --pub-url none --clock realtime \
-        --ready-file "$vol/ready-$name.g$i" --subscribers "$ni" "${common[@]}" \
+        --ready-file "$vol/ready-$rn.g$i" --subscribers "$ni" "${common[@]}" \
         --server-pid "$GW_PID" --no-server-descendants --out "$tmp/g$i-$name.json" &
       gen+=($!)
     done
     # the stamp starts when both are in (bounded like the stamp's own wait)
     for _ in $(seq 2400); do
-      [ -f "$vol/ready-$name.g1" ] && [ -f "$vol/ready-$name.g2" ] && break
+      [ -f "$vol/ready-$rn.g1" ] && [ -f "$vol/ready-$rn.g2" ] && break
       kill -0 "${gen[0]}" 2>/dev/null || kill -0 "${gen[1]}" 2>/dev/null || break
       sleep 0.05
     done
-    touch "$vol/ready-$name"
+    touch "$vol/ready-$rn"
     wait "${gen[0]}" || echo "   (generator 1 not ok)" >&2
     wait "${gen[1]}" || echo "   (generator 2 not ok)" >&2
     gw_stop
@@ -229,6 +248,8 @@ steal_start=$(awk '/^cpu /{print $9}' /proc/stat)
 for r in $(seq "$rounds"); do
   # alternate which server goes first, round by round
   order=($servers); [ $((r % 2)) = 0 ] && order=($(printf '%s\n' $servers | tac))
+  # sandgate-mem only takes part in the fanout scenario; every other scenario runs the rest
+  others=(); for s in "${order[@]}"; do [ "$s" = sandgate-mem ] || others+=("$s"); done
   for n in $subs_list; do
     for rate in $rates; do
       ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
@@ -243,8 +264,8 @@ for r in $(seq "$rounds"); do
     ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
     have=no # the one-generator figure of this configuration, unless the main loop made it
     case " $subs_list " in *" $n "*) case " $rates " in *" $rate "*) [ "$generators" = 1 ] && have=yes ;; esac ;; esac
-    [ $have = yes ] || for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; done
-    for s in "${order[@]}"; do run2 "$s" "fanout-$n-$rate-g2-r$r" "$n" "$ev" "$rate"; done
+    [ $have = yes ] || for s in "${others[@]}"; do run "$s" "fanout-$n-$rate-r$r" fanout "$n" "$ev" "$rate"; done
+    for s in "${others[@]}"; do run2 "$s" "fanout-$n-$rate-g2-r$r" "$n" "$ev" "$rate"; done
   done
   # throughput vs payload size: one configuration, event sizes --sizes (the run at the default
   # size is the main loop's when it made it); events also capped so a run moves at most
@@ -256,12 +277,12 @@ for r in $(seq "$rounds"); do
     fi
     ev=$(( rate * dur_ms / 1000 )); cap=$(( max_deliv / n )); [ "$ev" -gt "$cap" ] && ev=$cap
     cap=$(( max_bytes / (n * sz) )); [ "$ev" -gt "$cap" ] && ev=$cap; [ "$ev" -lt 50 ] && ev=50
-    for s in "${order[@]}"; do run "$s" "fanout-$n-$rate-s$sz-r$r" fanout "$n" "$ev" "$rate" --size "$sz"; done
+    for s in "${others[@]}"; do run "$s" "fanout-$n-$rate-s$sz-r$r" fanout "$n" "$ev" "$rate" --size "$sz"; done
   done
   sev=$(( slow_rate * dur_ms / 1000 ))
-  [ -z "$no_slow" ] && for s in "${order[@]}"; do run "$s" "slow-$slow_subs-r$r" slow "$slow_subs" "$sev" "$slow_rate" --slow-fraction 0.1 --size 1024; done
+  [ -z "$no_slow" ] && for s in "${others[@]}"; do run "$s" "slow-$slow_subs-r$r" slow "$slow_subs" "$sev" "$slow_rate" --slow-fraction 0.1 --size 1024; done
   for n in $idle_list; do
-    for s in "${order[@]}"; do run "$s" "idle-$n-r$r" idle "$n" 1 100 --hold "$hold"; done
+    for s in "${others[@]}"; do run "$s" "idle-$n-r$r" idle "$n" 1 100 --hold "$hold"; done
   done
 done
 echo "runs took $(( $(date +%s) - t_start )) s" >&2
@@ -271,15 +292,15 @@ steal_ticks=$(( $(awk '/^cpu /{print $9}' /proc/stat) - steal_start ))
 mkdir -p "$(dirname "$out")"
 GENERATORS=$generators GEN_CHECK=$gen_check SIZES=$sizes SIZE_CFG=$size_cfg STEAL=$steal_ticks LOAD_START=$load_start LOAD_END=$load_end node - "$tmp/runs" "$out" "$rounds" "$dur_ms" "$max_deliv" "$size" \
   "$(nginx -v 2>&1)" "$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)" \
-  "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'JS'
+  "${SG_BIN_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}" <<'JS'
 const fs = require('fs'), path = require('path'), os = require('os');
 const [dir, out, rounds, durMs, maxDeliv, size, ngv, nchv, commit] = process.argv.slice(2);
 const runs = fs.readdirSync(dir).sort().map((f) => ({ name: f.replace(/\.json$/, ''), ...JSON.parse(fs.readFileSync(path.join(dir, f))) }));
 const med = (xs) => { xs = xs.filter((x) => typeof x === 'number' && isFinite(x)).sort((a, b) => a - b); return xs.length ? xs[(xs.length - 1) >> 1] : null; };
 const groups = {};
 for (const r of runs) {
-  const [server, ...rest] = r.name.split('-');
-  const g = rest.join('-').replace(/-r\d+$/, '');
+  const [, server, rest] = /^(nchan|sandgate-mem|sandgate)-(.*)$/.exec(r.name);
+  const g = rest.replace(/-r\d+$/, '');
   ((groups[server] ||= {})[g] ||= []).push(r);
 }
 const summarize = (rs) => {
@@ -301,6 +322,10 @@ const summarize = (rs) => {
       server_cpu_us_per_delivery: m((r) => r.cpu.server.total_s / (r.counts.deliveries + r.counts.deliveries_to_slow) * 1e6),
       server_rss_kb_max: m((r) => r.memory.server_rss_kb_max),
     });
+    const dk = rs.map((r) => r.gateway_disk).filter(Boolean);
+    if (dk.length) s.disk = { runs: dk.length, durable: dk[0].durable, logs_du_bytes_median: med(dk.map((d) => d.logs_du_bytes)),
+      log_disk_bytes_median: med(dk.map((d) => d.log_disk_bytes)), write_errors_max: Math.max(...dk.map((d) => d.write_errors || 0)),
+      files: dk[dk.length - 1].durable_files };
     if (s.scenario === 'slow') Object.assign(s, {
       slow_subscribers: rs[0].params.slow_subscribers,
       server_rss_kb_growth_max: m((r) => r.memory.server_rss_kb_max - r.memory.server_rss_kb_held),
@@ -330,6 +355,15 @@ for (const g of Object.keys(S)) {
     : { deliveries_per_s: q(a.deliveries_per_s, b.deliveries_per_s), p50: q(a.delivery_ms.p50, b.delivery_ms.p50), p99: q(a.delivery_ms.p99, b.delivery_ms.p99),
         server_cpu_per_delivery: q(a.server_cpu_us_per_delivery, b.server_cpu_us_per_delivery) };
 }
+// the cost of durability: the durable gateway over the in-memory one, same configuration
+const durable = {};
+const M = summary['sandgate-mem'] || {};
+for (const g of Object.keys(M)) {
+  if (!S[g] || S[g].scenario === 'idle') continue;
+  const a = S[g], b = M[g], q = (x, y) => (typeof x === 'number' && typeof y === 'number' && y ? x / y : null);
+  durable[g] = { deliveries_per_s: q(a.deliveries_per_s, b.deliveries_per_s), p50: q(a.delivery_ms.p50, b.delivery_ms.p50),
+    p99: q(a.delivery_ms.p99, b.delivery_ms.p99), server_cpu_per_delivery: q(a.server_cpu_us_per_delivery, b.server_cpu_us_per_delivery) };
+}
 const doc = {
   bench: 'fanout-sandgate', generated_at: new Date().toISOString(), commit,
   nginx: ngv.replace(/^nginx version: /, ''), nchan_package: nchv,
@@ -340,16 +374,17 @@ const doc = {
   params: { rounds: +rounds, duration_ms: +durMs, max_deliveries_per_run: +maxDeliv, size: +size,
     generators: +process.env.GENERATORS, generator_check: process.env.GEN_CHECK, sizes: process.env.SIZES, size_config: process.env.SIZE_CFG },
   targets: { fanout: 'sandgate deliveries/s >= 2x Nchan at equal or better p99', idle: '< 2048 B of gateway RSS per idle subscriber' },
-  summary, ratios, runs,
+  summary, ratios, durable_over_mem: durable, runs,
 };
 fs.writeFileSync(out, JSON.stringify(doc, null, 2) + '\n');
 const f = (x, d = 0) => (x === null || x === undefined ? 'n/a' : x.toFixed(d));
-for (const g of Object.keys({ ...N, ...S })) {
-  for (const [srv, v] of [['nchan', N[g]], ['sandgate', S[g]]]) {
+for (const g of Object.keys({ ...N, ...S, ...M })) {
+  for (const [srv, v] of [['nchan', N[g]], ['sandgate', S[g]], ['sandgate-mem', M[g]]]) {
     if (!v) continue;
-    if (v.scenario === 'idle') console.log(`${g.padEnd(18)} ${srv.padEnd(8)} ok ${v.ok_runs}/${v.rounds} server ${f(v.server_rss_bytes_per_subscriber)} B/sub`);
-    else console.log(`${g.padEnd(18)} ${srv.padEnd(8)} ok ${v.ok_runs}/${v.rounds} ${f(v.deliveries_per_s)} deliveries/s (offered ${v.offered_deliveries_per_s}) p50 ${f(v.delivery_ms.p50, 2)} p99 ${f(v.delivery_ms.p99, 2)} max ${f(v.delivery_ms.max, 2)} ms cpu bench ${f(v.cpu_util.bench, 2)} server ${f(v.cpu_util.server, 2)}${v.scenario === 'slow' ? ` rss +${v.server_rss_kb_growth_max} KiB, closed early ${v.subscribers_closed_early}` : ''}`);
+    if (v.scenario === 'idle') console.log(`${g.padEnd(18)} ${srv.padEnd(12)} ok ${v.ok_runs}/${v.rounds} server ${f(v.server_rss_bytes_per_subscriber)} B/sub`);
+    else console.log(`${g.padEnd(18)} ${srv.padEnd(12)} ok ${v.ok_runs}/${v.rounds} ${f(v.deliveries_per_s)} deliveries/s (offered ${v.offered_deliveries_per_s}) p50 ${f(v.delivery_ms.p50, 2)} p99 ${f(v.delivery_ms.p99, 2)} max ${f(v.delivery_ms.max, 2)} ms cpu bench ${f(v.cpu_util.bench, 2)} server ${f(v.cpu_util.server, 2)}${v.scenario === 'slow' ? ` rss +${v.server_rss_kb_growth_max} KiB, closed early ${v.subscribers_closed_early}` : ''}`);
   }
+  if (durable[g]) console.log(`${g.padEnd(18)} durable/mem  delivered/s ${f(durable[g].deliveries_per_s, 2)} p99 ${f(durable[g].p99, 2)} cpu/delivery ${f(durable[g].server_cpu_per_delivery, 2)}`);
 }
 console.log(`wrote ${out}`);
 JS
