@@ -102,6 +102,7 @@ struct fo {
     bs_sock_t sock0, sock_ready, sock_end, sock_max;
     uint64_t srv_rss_max_kb;
     uint64_t t_start, t_ready, t_pub_start, t_pub_end, t_end;
+    uint64_t first_sent; /* --pub-url none: when the first event was sent (CLOCK_MONOTONIC) */
     int timed_out_connect, timed_out_drain;
     /* --pub-url none: the measured window opens at the first stamped event received after
      * the settle (the publisher's own start delay is not the server's time); what arrived
@@ -153,6 +154,12 @@ static int sub_on_event(void *ud, const sg_sse_msg_t *m)
         s->foreign++;
         r->foreign++;
         return 0;
+    }
+    if (seq == 0 && r->no_pub) {
+        /* Its send time on the monotonic clock (sent is on now's clock). */
+        uint64_t mono = sg_now_ns(), late = now > sent ? now - sent : 0;
+        uint64_t at = mono > late ? mono - late : 1;
+        if (!r->first_sent || at < r->first_sent) r->first_sent = at;
     }
     if (r->await_first) {
         r->await_first = 0;
@@ -635,6 +642,17 @@ static json_t *fo_doc(fo_t *r, int *ok)
                   "closed_early", (json_int_t)r->closed_early, "connect_timeout",
                   r->timed_out_connect, "drain_timeout", r->timed_out_drain);
     json_object_set_new(doc, "errors", errors);
+    if (r->no_pub && r->first_sent && r->first_sent < r->t_pub_start) {
+        /* An outside publisher that started before the window: its events were delivered
+         * late, so the window starts when the first was sent (or the rate is inflated). */
+        if (r->t_pub_start - r->first_sent > 1000000000u)
+            fprintf(stderr,
+                    "sandgate-bench: the first event was sent %.1f s before the measured window: "
+                    "the publisher started before the subscribers (the window starts at its "
+                    "send)\n",
+                    (double)(r->t_pub_start - r->first_sent) / 1e9);
+        r->t_pub_start = r->first_sent;
+    }
     double pub_s = secs(r->t_pub_start, r->t_pub_end);
     double run_s = secs(r->t_pub_start, r->t_end);
     json_t *tp = json_pack("{s:f,s:f,s:f,s:f,s:f}", "connect_s", secs(r->t_start, r->t_ready),

@@ -48,3 +48,25 @@ for _ in $(seq 100); do
 done
 [ "$st" = "exited 0" ] || fail "the stamp process is '$st', expected 'exited 0'"
 pass "the gateway reports the stamp exited 0"
+
+# A publisher that started before the subscribers (no --start-file): they replay its events
+# late. The rate window starts when the first event was sent, not when it arrived, so the
+# delivered rate cannot exceed what was offered, and the tool says what happened.
+cmd='/bench/sandgate-bench stamp --events 100 --rate 500 --size 128'
+body=$(node -e 'process.stdout.write(JSON.stringify({command:process.argv[1],background:true}))' "$cmd")
+pid2=$(curl -sf -m 10 -H 'content-type: application/json' --data-binary "$body" "$GW_URL/v1/sandboxes/$sid/proxy/44772/command" |
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n")){if(!l.trim())continue;const e=JSON.parse(l);if(e.type==="init"){console.log(e.text);return}}process.exit(1)})') ||
+  fail "no init event from the early stamp"
+sleep 1.5
+timeout 120 "$bin/sandgate-bench" fanout --sub-url "$GW_URL/v1/sandboxes/$sid/processes/$pid2/stream" --pub-url none \
+  --clock realtime --subscribers 20 --events 100 --rate 500 --size 128 --drain-timeout 30s \
+  --server-pid "$GW_PID" --no-server-descendants --quiet --out "$T/early.json" 2>"$T/early.err" || fail "fanout exit $?"
+grep -q 'the publisher started before the subscribers' "$T/early.err" || fail "no warning: $(cat "$T/early.err")"
+node -e '
+const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+const rate = d.throughput.deliveries_per_s;
+if (d.counts.deliveries !== 2000) { console.error("FAIL: deliveries", d.counts.deliveries); process.exit(1); }
+// offered: 20 subscribers x 500 events/s; the window spans at least the 1.5 s the events waited
+if (!(rate > 0 && rate <= 20 * 500)) { console.error(`FAIL: ${rate} deliveries/s for 10000/s offered`); process.exit(1); }
+' "$T/early.json" || fail "early publisher result"
+pass "a publisher that started early: the rate window starts at its first send (no inflated rate), with a warning"
