@@ -28,7 +28,8 @@
  * `sandgate-bench stamp` inside a sandbox). With --pub-url none the measured window
  * (deliveries/s, CPU) opens at the first event received after the settle, not while the
  * external publisher is still waiting to start; events received earlier are counted
- * (deliveries_before_ready). A subscriber whose stream ends after it has every event (a
+ * (deliveries_before_ready), and when the publisher started before the window (its first
+ * event was sent earlier) the window opens at that send instead, with a warning. A subscriber whose stream ends after it has every event (a
  * process's stream ends with the process) is complete, not closed early. */
 #define _GNU_SOURCE /* memmem */
 #include <math.h>
