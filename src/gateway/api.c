@@ -1408,7 +1408,7 @@ size_t sg_api_restore(sg_api_t *a, const sg_store_snapshot_t *snap)
         const sg_store_segment_t *seg = segments_of(snap, pr, &nseg);
         sg_procs_restore(a->procs, s, pr, seg, nseg);
     }
-    sg_procs_reap_logs(a->procs, snap);
+    sg_procs_reap_logs(a->procs);
     /* What restore decided (Failed, deleted) is written now, in one batch. */
     for (sg_tenant_t *t = a->store.tenants; t; t = t->next)
         for (sg_sandbox_t *s = t->head; s; s = s->next)

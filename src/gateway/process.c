@@ -443,11 +443,6 @@ int sg__sub_write_buf(sub_t *s, sg_buf_t *b, uint64_t events)
     return 0;
 }
 
-void sg__sub_end(sub_t *s, int cut)
-{
-    sub_end(s, cut);
-}
-
 int sg__sub_gap(sub_t *s, uint64_t to)
 {
     char b[256];

@@ -76,7 +76,6 @@ int sg_procs_new(uv_loop_t *loop, const sg_stream_config_t *cfg, uint64_t connec
 struct sg_store;
 struct sg_store_process;
 struct sg_store_segment;
-struct sg_store_snapshot;
 /* Where process records go (store.h): each process is written when execd names it and when
  * it ends; evicted ones are deleted. NULL: in memory only. */
 void sg_procs_set_store(sg_procs_t *m, struct sg_store *st, const char *data_dir);
@@ -91,8 +90,9 @@ void sg_procs_restore(sg_procs_t *m, sg_sandbox_t *s, const struct sg_store_proc
                       const struct sg_store_segment *segs, size_t nsegs);
 /* Restored logs still being read back (serve waits for 0 before listening). */
 unsigned sg_procs_loading(const sg_procs_t *m);
-/* Log directories of processes that have no record (the snapshot's) are removed. */
-void sg_procs_reap_logs(sg_procs_t *m, const struct sg_store_snapshot *snap);
+/* After the restores: log directories of no process restored (their records are gone) are
+ * removed, on the thread pool. */
+void sg_procs_reap_logs(sg_procs_t *m);
 /* The gateway is stopping: process states are no longer written (running ones re-attach at
  * the next start). */
 void sg_procs_shutting_down(sg_procs_t *m);

@@ -113,7 +113,7 @@ static uint64_t disk_bytes(const proc_t *p)
         sg_seglog_stats(p->disk, &st);
         return st.disk_bytes;
     }
-    return p->disk_bytes;
+    return ix_bytes(p); /* closed: what its index holds */
 }
 
 static void op_done(sg_procs_t *m)
@@ -219,11 +219,9 @@ static void evict_output(proc_t *p, const char *why)
     int64_t delta = 0;
     sg_plog_skip_to(&p->log, p->log.next_id, p->log.out_end, &delta);
     sg_gw_stats.log_bytes += (uint64_t)delta;
-    p->output_evicted = 1;
     sg_gw_stats.outputs_evicted++;
     char *dir = sg_xstrdup(p->logdir);
     drop_logdir(p);
-    p->disk_bytes = 0;
     remove_dir(p->m, dir);
     free(dir);
 }
@@ -346,7 +344,6 @@ static void on_writer_closed(void *ud)
     proc_t *p = ud;
     sg_procs_t *m = p->m;
     p->disk_closing = 0;
-    p->disk_bytes = ix_bytes(p);
     pin(p, 0);
     if (p->remove_log) {
         if (p->logdir && !m->shutting_down) remove_dir(m, p->logdir);
@@ -707,7 +704,6 @@ static void load_done(void *ud, int err, const char *msg, uint64_t records, int 
     else if (torn)
         sg_log_kv(SG_LOG_INFO, "restart: a process's log ended in a partial record (cut off)",
                   "process", p->id, "detail", msg ? msg : "", NULL);
-    p->disk_bytes = ix_bytes(p);
     if (!p->finished && p->linked && !m->closing) {
         sg__disk_start(p); /* the writer recovers the files and goes on after their end */
         sg__proc_reattach(p);
@@ -837,9 +833,8 @@ static void reap_after(uv_work_t *w, int status)
     op_done(m);
 }
 
-void sg_procs_reap_logs(sg_procs_t *m, const sg_store_snapshot_t *snap)
+void sg_procs_reap_logs(sg_procs_t *m)
 {
-    (void)snap; /* what was restored is what m holds now */
     if (!m->logs_root) return;
     reap_t *r = sg_xcalloc(1, sizeof(*r));
     r->m = m;

@@ -95,11 +95,9 @@ struct proc {
     struct sg_seglog *disk; /* the writer, while the process runs */
     seg_ix_t *segs;         /* oldest first */
     size_t nsegs, segs_cap;
-    uint64_t disk_bytes;        /* its segment files, once the writer closed */
     int origin_hold, disk_hold; /* upstream paused for the origin client / the writer */
     int disk_closing;
     int remove_log; /* unlinked: the directory goes once the writer closed */
-    int output_evicted;
 };
 
 struct sub {
@@ -131,7 +129,6 @@ int sg__sub_write_small(sub_t *s, const char *p, size_t n);
 int sg__start_event_stream(sg_http_req_t *req, int execd);
 /* Gap from s->next_id to `to`: an explicit gap event, then the cursor moves there. */
 int sg__sub_gap(sub_t *s, uint64_t to);
-void sg__sub_end(sub_t *s, int cut);
 /* A run of frames read from the log files (events of them), as one write: 0, or -1 when s was
  * ended. */
 int sg__sub_write_buf(sub_t *s, sg_buf_t *b, uint64_t events);
