@@ -145,13 +145,15 @@ proc_t *sg__proc_find(sg_sandbox_t *s, const char *id)
     return NULL;
 }
 
-static void store_logged(void *ud, int err, const char *msg)
+/* A store write's callback when nobody waits for it: ud is a malloc'd name of what was
+ * written (a process id, a segment's path), logged on failure and freed. */
+void sg__store_logged(void *ud, int err, const char *msg)
 {
-    char *id = ud;
+    char *what = ud;
     if (err < 0)
-        sg_log_kv(SG_LOG_ERROR, "store: writing a process record failed", "process", id,
-                  "error", msg ? msg : sg_strerror(err), NULL);
-    free(id);
+        sg_log_kv(SG_LOG_ERROR, "store: writing a process record or log segment row failed",
+                  "what", what, "error", msg ? msg : sg_strerror(err), NULL);
+    free(what);
 }
 
 void sg__proc_store(proc_t *p)
@@ -171,7 +173,7 @@ void sg__proc_store(proc_t *p)
         .finished_us = p->finished_us,
     };
     char *id = sg_xstrdup(p->id);
-    if (sg_store_put_process(m->store, &r, store_logged, id) < 0) free(id);
+    if (sg_store_put_process(m->store, &r, sg__store_logged, id) < 0) free(id);
 }
 
 static void proc_unlink(proc_t *p)
@@ -179,7 +181,7 @@ static void proc_unlink(proc_t *p)
     if (!p->linked) return;
     if (p->m->store && !p->m->shutting_down && p->sbx->linked) {
         char *id = sg_xstrdup(p->id);
-        if (sg_store_delete_process(p->m->store, p->sbx->id, p->id, store_logged, id) < 0)
+        if (sg_store_delete_process(p->m->store, p->sbx->id, p->id, sg__store_logged, id) < 0)
             free(id);
     }
     SG_DLIST_DEL(p->sbx->procs, p);

@@ -126,15 +126,6 @@ static int store_on(const proc_t *p)
     return p->m->store && !p->m->shutting_down && p->linked && p->sbx->linked;
 }
 
-static void store_logged(void *ud, int err, const char *msg)
-{
-    char *what = ud;
-    if (err < 0)
-        sg_log_kv(SG_LOG_ERROR, "store: writing a segment row failed", "segment", what, "error",
-                  msg ? msg : sg_strerror(err), NULL);
-    free(what);
-}
-
 static void store_segment(proc_t *p, const seg_ix_t *x, const char *name)
 {
     if (!store_on(p)) return;
@@ -150,14 +141,14 @@ static void store_segment(proc_t *p, const seg_ix_t *x, const char *name)
         .bytes = x->bytes,
     };
     char *what = sg_xstrdup(path);
-    if (sg_store_put_segment(p->m->store, &g, store_logged, what) < 0) free(what);
+    if (sg_store_put_segment(p->m->store, &g, sg__store_logged, what) < 0) free(what);
 }
 
 static void store_drop_segments(proc_t *p, uint64_t below)
 {
     if (!store_on(p)) return;
     char *what = sg_xstrdup(p->logrel);
-    if (sg_store_delete_segments(p->m->store, p->sbx->id, p->id, below, store_logged, what) < 0)
+    if (sg_store_delete_segments(p->m->store, p->sbx->id, p->id, below, sg__store_logged, what) < 0)
         free(what);
 }
 

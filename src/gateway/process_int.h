@@ -160,6 +160,7 @@ void sg__disk_init(sg_procs_t *m, const char *data_dir);
 void sg__disk_close(sg_procs_t *m); /* stops the retention timer (counts in m->open) */
 void sg__procs_close_step(sg_procs_t *m);
 /* The output bytes [from, end) still held, in one buffer (bounded by the log's size). */
+void sg__store_logged(void *ud, int err, const char *msg);
 sg_buf_t *sg__proc_collect_output(proc_t *p, uint64_t from);
 size_t sg__event_output(int kind, const char *json, size_t jl, uint32_t out_len,
                         unsigned char *out);
