@@ -89,8 +89,9 @@ void sg_plog_skip_to(sg_plog_t *l, uint64_t id, uint64_t out_off, int64_t *bytes
  * what it has not written yet, so every event dropped from memory is in the files. Moving the
  * pin up drops what the bound asks for; *bytes_delta as for append. */
 void sg_plog_keep_from(sg_plog_t *l, uint64_t id, int64_t *bytes_delta);
+#define SG_PLOG_HEAD_MAX 96 /* bytes sg_plog_head may write */
 /* Writes "id: <id>\nevent: <type>\ndata: " (the SSE frame's head as the log stores it) to head
- * (at least 96 bytes). Returns its length, or 0 when type is too long. */
+ * (SG_PLOG_HEAD_MAX bytes). Returns its length, or 0 when type is too long. */
 size_t sg_plog_head(char *head, uint64_t id, const char *type);
 /* Cost the log charges for an event of this frame size (frame + bookkeeping). A block still
  * holding one live event is kept whole, so memory can exceed the bound by up to two blocks. */

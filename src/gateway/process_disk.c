@@ -254,8 +254,10 @@ static void on_segment(void *ud, const sg_seglog_seg_t *g)
 static void pin(proc_t *p, uint64_t from)
 {
     int64_t delta = 0;
+    uint64_t evicted = p->log.evicted;
     sg_plog_keep_from(&p->log, from, &delta);
     sg_gw_stats.log_bytes += (uint64_t)delta;
+    sg_gw_stats.evicted_events += p->log.evicted - evicted; /* the bound's, held back until now */
 }
 
 static void on_written(void *ud, uint64_t last_id)
@@ -409,7 +411,7 @@ static int rd_event(void *ud, const sg_seglog_rec_t *r)
         return 1;
     }
     if (r->kind != SG_PLOG_RAW || s->raw) {
-        char head[96];
+        char head[SG_PLOG_HEAD_MAX];
         size_t hn = 0;
         if (!s->execd && !(hn = sg_plog_head(head, r->id, r->type))) hn = 0;
         size_t flen = hn + r->json_len + 2;

@@ -67,7 +67,7 @@ static void trim(sg_plog_t *l)
 size_t sg_plog_head(char *head, uint64_t id, const char *type)
 {
     size_t tl = strlen(type);
-    if (tl > 96 - 48) return 0;
+    if (tl > SG_PLOG_HEAD_MAX - 48) return 0; /* 48: the id's digits and the fixed parts */
     size_t hn = 4;
     memcpy(head, "id: ", 4);
     hn += sg_u64_dec(head + hn, id);
@@ -95,7 +95,7 @@ int64_t sg_plog_append(sg_plog_t *l, const char *type, const char *json, size_t 
 {
     if (strpbrk(type, "\r\n") || memchr(json, '\n', json_len) || memchr(json, '\r', json_len))
         return SG_EINVAL;
-    char head[96];
+    char head[SG_PLOG_HEAD_MAX];
     size_t hn = sg_plog_head(head, l->next_id, type);
     if (!hn) return SG_EINVAL;
     size_t flen = hn + json_len + 2;

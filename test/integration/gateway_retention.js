@@ -142,6 +142,10 @@ L.main(async () => {
   assert.ok(metric(m, 'sandgate_log_disk_bytes') <= TOTAL);
   assert.ok(metric(m, 'sandgate_log_disk_reads_total') > 0, 'readers behind memory read the files');
   assert.equal(metric(m, 'sandgate_log_write_errors_total'), 0);
+  // events leave memory once written: the bound's evictions are counted all the same
+  const bigNow = (await g.call('GET', `${P}/processes/${big}`)).json;
+  assert.ok(metric(m, 'sandgate_stream_evicted_events_total') >= bigNow.first_event_id - 1,
+    `evicted events counted: ${metric(m, 'sandgate_stream_evicted_events_total')} for first id ${bigNow.first_event_id}`);
   ok('/metrics: segments deleted, outputs evicted, disk bytes within the bound, file reads');
 
   // --- age
